@@ -1,0 +1,197 @@
+"""params.yaml -> typed, validated settings.
+
+Every settings section is a frozen dataclass whose fields carry their valid range in
+``metadata`` (``min``/``max`` inclusive, ``gt``/``lt`` exclusive, ``choices``). One generic
+loader walks the YAML mapping against those dataclasses, so an unknown key, a wrong type or an
+out-of-range value stops with one message naming the key path, e.g.
+``params.yaml: pose.data.sigma must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from hintpose.data.synthetic import SyntheticConfig
+from hintpose.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    checks = (
+        ("min", lambda v, b: v >= b, ">="),
+        ("max", lambda v, b: v <= b, "<="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("lt", lambda v, b: v < b, "<"),
+    )
+    items = value if isinstance(value, tuple | list) else (value,)
+    for key, ok, sign in checks:
+        if key in meta and not all(ok(v, meta[key]) for v in items):
+            raise ConfigError(f"{where} must be {sign} {meta[key]}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        choices = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` and return it in that type."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {
+            _convert(k, key_tp, f"{where} key"): _convert(v, val_tp, _join(where, str(k)))
+            for k, v in value.items()
+        }
+    raise TypeError(f"unsupported settings type {tp!r} at {where}")  # a programming error
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def build(cls: type[T], data: Any, where: str = "") -> T:
+    """Build the settings dataclass ``cls`` from a YAML mapping, validating every key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the file'} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{_join(where, unknown[0])} is not a known key (known: {', '.join(fields)})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = _join(where, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key} is missing")
+            continue
+        value = _convert(data[name], hints[name], key)
+        _check_range(value, f.metadata, key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _sub(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class CocoImport:
+    """A real COCO-format person-keypoint dataset to import instead of the synthetic one."""
+
+    train_annotations: str = ""
+    train_images: str = ""
+    val_annotations: str = ""
+    val_images: str = ""
+    verify_images: str = field(default="decode", metadata={"choices": ("decode", "exists")})
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """``dataset``: where the images and keypoint annotations come from."""
+
+    kind: str = field(default="synthetic", metadata={"choices": ("synthetic", "coco")})
+    seed: int = field(default=1, metadata={"min": 0})
+    train_images: int = field(default=1500, metadata={"min": 1})
+    val_images: int = field(default=300, metadata={"min": 1})
+    synthetic: SyntheticConfig = _sub(SyntheticConfig)
+    coco: CocoImport = _sub(CocoImport)
+
+
+@dataclass(frozen=True)
+class PoseDataParams:
+    """``pose.data``: top-down crops, targets, instance cues and HRNet's augmentation."""
+
+    input_width: int = field(default=96, metadata={"min": 16})
+    input_height: int = field(default=128, metadata={"min": 16})
+    #: Gaussian sigma of the heatmap targets at a 64x48 heatmap; scaled with the heatmap height.
+    sigma: float = field(default=2.0, metadata={"gt": 0})
+    #: Instance-cue Gaussian sigma and position jitter (std), in input pixels.
+    cue_sigma: float = field(default=4.0, metadata={"gt": 0})
+    cue_jitter: float = field(default=2.0, metadata={"min": 0})
+    box_padding: float = field(default=1.25, metadata={"min": 1.0})
+    scale_factor: float = field(default=0.35, metadata={"min": 0, "lt": 1})
+    rotation_factor: float = field(default=45.0, metadata={"min": 0, "max": 180})
+    rotation_prob: float = field(default=0.6, metadata={"min": 0, "max": 1})
+    flip: bool = True
+    half_body_prob: float = field(default=0.3, metadata={"min": 0, "max": 1})
+    half_body_min_joints: int = field(default=8, metadata={"min": 2})
+
+
+@dataclass(frozen=True)
+class PoseParams:
+    """``pose``: settings shared by every top-down pose model."""
+
+    data: PoseDataParams = _sub(PoseDataParams)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+
+    dataset: DatasetParams = _sub(DatasetParams)
+    pose: PoseParams = _sub(PoseParams)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every problem is a ConfigError naming the key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return build(Params, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from None

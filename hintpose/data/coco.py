@@ -1,0 +1,255 @@
+"""COCO person-keypoint loading and validation.
+
+``load_coco`` reads one split (annotation JSON + image folder) and rejects, with one message
+naming the file and the record, anything the rest of the pipeline could trip on: a missing
+file, malformed JSON, keypoint arrays that are not 3*J long, duplicate ids, annotations of
+unknown images, ``file_name`` values that escape the image root, images that are missing or
+do not decode. The number of joints J comes from the person category (17 for COCO, 14 for
+CrowdPose). Like HRNet, training uses only persons with ``num_keypoints > 0`` and
+``iscrowd == 0``; crowd regions stay in the GT so that evaluation ignores detections on them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from hintpose.errors import DataError
+
+ImageCheck = Literal["decode", "exists", "none"]
+MANIFEST = "dataset.json"
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a missing or malformed file is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+
+
+def resolve_image_path(root: Path, file_name: str) -> Path:
+    """``root / file_name``, refusing names that are absolute or climb out of ``root``."""
+    pure = PurePosixPath(file_name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise DataError(f"file_name {file_name!r} escapes the image root {root}")
+    return root / Path(*pure.parts)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to BGR uint8 (H, W, 3); a missing or undecodable file is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: image does not decode")
+    return image
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@dataclass
+class CocoPersons:
+    """One validated split: image records by id, person annotations, the person category."""
+
+    annotation_file: Path
+    image_root: Path
+    data: dict[str, Any]
+    images: dict[int, dict[str, Any]]
+    annotations: list[dict[str, Any]]
+    category: dict[str, Any]
+    num_joints: int
+    _by_image: dict[int, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for ann in self.annotations:
+            by_image[ann["image_id"]].append(ann)
+        self._by_image = dict(by_image)
+
+    def image_path(self, image_id: int) -> Path:
+        return resolve_image_path(self.image_root, self.images[image_id]["file_name"])
+
+    def annotations_of(self, image_id: int) -> list[dict[str, Any]]:
+        return self._by_image.get(image_id, [])
+
+    def training_persons(self) -> list[dict[str, Any]]:
+        """Persons HRNet trains on: not crowd, at least one labeled joint, a non-empty box
+        after clipping to the image. Each gets ``clean_bbox`` (clipped, COCO x, y, w, h)."""
+        persons = []
+        for ann in self.annotations:
+            if ann.get("iscrowd", 0) or ann["num_keypoints"] == 0:
+                continue
+            img = self.images[ann["image_id"]]
+            box = clip_box(ann["bbox"], img["width"], img["height"])
+            if box is not None:
+                persons.append({**ann, "clean_bbox": box})
+        return persons
+
+
+def clip_box(bbox: Iterable[float], width: int, height: int) -> list[float] | None:
+    """Clip a COCO box to the image as HRNet does; None when nothing is left."""
+    x, y, w, h = bbox
+    x1, y1 = max(0.0, float(x)), max(0.0, float(y))
+    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
+    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+    if w * h <= 0 or x2 < x1 or y2 < y1:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def _person_category(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise DataError(f"{where}: 'categories' must be a non-empty list")
+    with_kpts = [c for c in cats if isinstance(c, dict) and isinstance(c.get("keypoints"), list)]
+    person = [c for c in with_kpts if c.get("name") == "person"] or with_kpts
+    if not person:
+        raise DataError(f"{where}: no category with a 'keypoints' list (need a person category)")
+    cat = person[0]
+    if not _is_int(cat.get("id")) or not cat["keypoints"]:
+        raise DataError(f"{where}: person category needs an integer id and keypoint names")
+    return cat
+
+
+def _validate_images(records: Any, where: Path) -> dict[int, dict[str, Any]]:
+    if not isinstance(records, list):
+        raise DataError(f"{where}: 'images' must be a list")
+    images: dict[int, dict[str, Any]] = {}
+    for rec in records:
+        if not isinstance(rec, dict) or not _is_int(rec.get("id")):
+            raise DataError(f"{where}: image record without an integer id: {str(rec)[:80]}")
+        iid = rec["id"]
+        if iid in images:
+            raise DataError(f"{where}: duplicate image id {iid}")
+        if not isinstance(rec.get("file_name"), str):
+            raise DataError(f"{where}: image {iid} has no file_name")
+        for key in ("width", "height"):
+            if not _is_int(rec.get(key)) or rec[key] <= 0:
+                raise DataError(f"{where}: image {iid} needs a positive integer {key}")
+        images[iid] = rec
+    return images
+
+
+def _validate_annotations(
+    records: Any, images: dict[int, dict], cat_id: int, num_joints: int, where: Path
+) -> list[dict[str, Any]]:
+    if not isinstance(records, list):
+        raise DataError(f"{where}: 'annotations' must be a list")
+    seen: set[int] = set()
+    persons = []
+    for ann in records:
+        if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+            raise DataError(f"{where}: annotation without an integer id: {str(ann)[:80]}")
+        aid = ann["id"]
+        if aid in seen:
+            raise DataError(f"{where}: duplicate annotation id {aid}")
+        seen.add(aid)
+        if ann.get("category_id") != cat_id:
+            continue
+        if ann.get("image_id") not in images:
+            raise DataError(f"{where}: annotation {aid} refers to unknown image id "
+                            f"{ann.get('image_id')!r}")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_num, bbox))):
+            raise DataError(f"{where}: annotation {aid} needs a bbox of 4 numbers, got {bbox!r}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise DataError(f"{where}: annotation {aid} has a negative box size {bbox!r}")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise DataError(f"{where}: annotation {aid} has iscrowd {ann.get('iscrowd')!r}")
+        kpts = ann.get("keypoints")
+        if kpts is None and ann.get("iscrowd", 0):
+            kpts = [0] * (3 * num_joints)
+        if not (isinstance(kpts, list) and len(kpts) == 3 * num_joints and all(map(_is_num, kpts))):
+            n = len(kpts) if isinstance(kpts, list) else kpts
+            raise DataError(f"{where}: annotation {aid} keypoints must be {3 * num_joints} "
+                            f"numbers (3 x {num_joints} joints), got {n}")
+        labeled = int(sum(1 for v in kpts[2::3] if v > 0))
+        persons.append({**ann, "keypoints": kpts, "iscrowd": ann.get("iscrowd", 0),
+                        "num_keypoints": ann.get("num_keypoints", labeled)})
+    return persons
+
+
+def _check_images(coco: CocoPersons, check: ImageCheck) -> None:
+    if check == "none":
+        return
+    for iid, rec in tqdm(coco.images.items(), desc=f"check images ({check})",
+                         disable=len(coco.images) < 500, leave=False):
+        path = coco.image_path(iid)
+        if check == "exists":
+            if not path.is_file():
+                raise DataError(f"{path}: image file not found (image id {iid})")
+            continue
+        h, w = read_image(path).shape[:2]
+        if (w, h) != (rec["width"], rec["height"]):
+            raise DataError(f"{path}: image is {w}x{h} but {coco.annotation_file.name} says "
+                            f"{rec['width']}x{rec['height']} (image id {iid})")
+
+
+def load_coco(
+    annotation_file: str | Path, image_root: str | Path, check_images: ImageCheck = "exists"
+) -> CocoPersons:
+    """Load and validate a COCO person-keypoint split (see the module docstring)."""
+    annotation_file, image_root = Path(annotation_file), Path(image_root)
+    data = read_json(annotation_file, "annotation file")
+    if not isinstance(data, dict):
+        raise DataError(f"{annotation_file}: expected a JSON object with images/annotations")
+    cat = _person_category(data, annotation_file)
+    num_joints = len(cat["keypoints"])
+    images = _validate_images(data.get("images"), annotation_file)
+    for iid, rec in images.items():
+        try:
+            resolve_image_path(image_root, rec["file_name"])
+        except DataError as exc:
+            raise DataError(f"{annotation_file}: image {iid}: {exc}") from None
+    anns = _validate_annotations(data.get("annotations"), images, cat["id"], num_joints,
+                                 annotation_file)
+    coco = CocoPersons(annotation_file, image_root, data, images, anns, cat, num_joints)
+    _check_images(coco, check_images)
+    return coco
+
+
+# --------------------------------------------------------------------------- prepared dataset
+
+
+def write_manifest(dataset_dir: Path, splits: dict[str, tuple[str, str]], kind: str) -> Path:
+    """Record where each split's annotations and images are (paths relative to the dataset
+    folder, or absolute for an imported dataset whose images stay where they are)."""
+    manifest = {
+        "kind": kind,
+        "splits": {s: {"annotations": a, "images": i} for s, (a, i) in splits.items()},
+    }
+    path = dataset_dir / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def load_split(dataset_dir: str | Path, split: str, check_images: ImageCheck = "none") -> CocoPersons:
+    """Load one split of a dataset written by the ``prepare`` stage."""
+    dataset_dir = Path(dataset_dir)
+    manifest = read_json(dataset_dir / MANIFEST, "dataset manifest (run the prepare stage)")
+    try:
+        entry = manifest["splits"][split]
+        ann, img = entry["annotations"], entry["images"]
+    except (KeyError, TypeError):
+        raise DataError(f"{dataset_dir / MANIFEST}: no split {split!r}") from None
+    return load_coco(dataset_dir / ann, dataset_dir / img, check_images)

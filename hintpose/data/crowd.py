@@ -1,0 +1,50 @@
+"""CrowdPose crowd index and crowd levels (thresholds of the CrowdPose evaluation code)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Crowd-level bounds as in crowdposetools/xtcocotools ``get_type_result(first=0.2, second=0.8)``.
+CROWD_LEVELS: dict[str, tuple[float, float]] = {
+    "easy": (0.0, 0.2),
+    "medium": (0.2, 0.8),
+    "hard": (0.8, float("inf")),
+}
+
+
+def crowd_index(annotations: Sequence[dict]) -> float:
+    """Mean over annotated persons of (other persons' labeled joints inside this person's box)
+    divided by (this person's labeled joints); persons without labeled joints are skipped.
+
+    Each annotation needs COCO ``bbox`` (x, y, w, h) and ``keypoints`` (x1, y1, v1, ...).
+    An image with no labeled person has crowd index 0.
+    """
+    persons = [a for a in annotations if not a.get("iscrowd", 0)]
+    if not persons:
+        return 0.0
+    kpts = [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in persons]
+    labeled = [k[k[:, 2] > 0, :2] for k in kpts]
+    ratios = []
+    for i, ann in enumerate(persons):
+        if len(labeled[i]) == 0:
+            continue
+        x, y, w, h = ann["bbox"]
+        others = [labeled[j] for j in range(len(persons)) if j != i]
+        if others:
+            pts = np.concatenate(others)
+            inside = (pts[:, 0] >= x) & (pts[:, 0] <= x + w) & (pts[:, 1] >= y) & (pts[:, 1] <= y + h)
+            n_inside = int(inside.sum())
+        else:
+            n_inside = 0
+        ratios.append(n_inside / len(labeled[i]))
+    return float(np.mean(ratios)) if ratios else 0.0
+
+
+def crowd_level(index: float) -> str:
+    """Name of the crowd level (easy / medium / hard) an image's crowd index falls into."""
+    for name, (lo, hi) in CROWD_LEVELS.items():
+        if lo <= index < hi:
+            return name
+    return "hard"

@@ -1,0 +1,98 @@
+"""The ``prepare`` stage's work: build the dataset folder (synthetic or imported COCO)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hintpose.config import DatasetParams
+from hintpose.data.coco import CocoPersons, load_coco, load_split, write_manifest
+from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
+from hintpose.data.synthetic import generate_split
+from hintpose.errors import ConfigError
+
+SPLITS = ("train", "val")
+
+
+def annotation_name(split: str) -> str:
+    return f"annotations/person_keypoints_{split}.json"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Compact, byte-reproducible JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, separators=(",", ":")))
+
+
+def _import_coco(tmp: Path, params: DatasetParams, root: Path) -> dict[str, tuple[str, str]]:
+    splits = {}
+    for split in SPLITS:
+        ann = getattr(params.coco, f"{split}_annotations")
+        img = getattr(params.coco, f"{split}_images")
+        for key, value in ((f"{split}_annotations", ann), (f"{split}_images", img)):
+            if not value:
+                raise ConfigError(f"params.yaml: dataset.coco.{key} is required when "
+                                  "dataset.kind is coco")
+        img_root = (root / img).resolve()
+        coco = load_coco(root / ann, img_root, params.coco.verify_images)
+        data = dict(coco.data)
+        data["images"] = [
+            {**rec, "crowdIndex": rec.get("crowdIndex", crowd_index(coco.annotations_of(iid)))}
+            for iid, rec in coco.images.items()
+        ]
+        write_json(tmp / annotation_name(split), data)
+        splits[split] = (annotation_name(split), str(img_root))
+    return splits
+
+
+def prepare_dataset(out_dir: Path, params: DatasetParams, root: Path = Path("."),
+                    progress: bool = True) -> dict[str, CocoPersons]:
+    """Write ``out_dir`` (images, ``annotations/person_keypoints_{train,val}.json`` and a
+    manifest) and return the loaded splits. Work happens in a sibling folder that replaces
+    ``out_dir`` only once everything is written and re-validated; ``root`` resolves the
+    relative paths of an imported dataset."""
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if params.kind == "synthetic":
+        counts = {"train": params.train_images, "val": params.val_images}
+        splits = {}
+        for split in SPLITS:
+            data = generate_split(tmp, split, counts[split], params.seed, params.synthetic,
+                                  progress=progress)
+            write_json(tmp / annotation_name(split), data)
+            splits[split] = (annotation_name(split), "images")
+    else:
+        splits = _import_coco(tmp, params, root)
+    write_manifest(tmp, splits, params.kind)
+    check = "exists" if params.kind == "synthetic" else "none"
+    loaded = {split: load_split(tmp, split, check) for split in SPLITS}
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return {split: load_split(out_dir, split) for split in loaded}
+
+
+def dataset_stats(coco: CocoPersons) -> dict[str, float]:
+    """Size, crowding and person-size figures of a split (for metrics/dataset.json)."""
+    persons = [a for a in coco.annotations if not a.get("iscrowd", 0) and a["num_keypoints"] > 0]
+    indices = np.array([rec.get("crowdIndex", crowd_index(coco.annotations_of(iid)))
+                        for iid, rec in coco.images.items()])
+    stats: dict[str, float] = {
+        "images": len(coco.images),
+        "persons": len(persons),
+        "persons_per_image": len(persons) / max(1, len(coco.images)),
+        "crowd_index_mean": float(indices.mean()) if len(indices) else 0.0,
+    }
+    levels = [crowd_level(v) for v in indices]
+    for name in CROWD_LEVELS:
+        stats[f"share_{name}"] = levels.count(name) / max(1, len(levels))
+    areas = np.array([a["area"] for a in persons if "area" in a])
+    if len(areas):
+        stats["share_small"] = float((areas < 32**2).mean())
+        stats["share_medium"] = float(((areas >= 32**2) & (areas <= 96**2)).mean())
+        stats["share_large"] = float((areas > 96**2).mean())
+    return stats

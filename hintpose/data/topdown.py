@@ -1,0 +1,238 @@
+"""Top-down samples: person box -> crop -> network input, with HRNet's augmentation.
+
+Crops are described by a center and a size in image pixels (the region warped to the
+network input); ``affine_matrix`` maps image pixels into the input. ``TopDownDataset`` yields
+(image, target, target_weight, cue, meta) for training and for inference on given boxes and
+instance cues. Randomness per sample comes from (seed, epoch, index), so results do not
+depend on the number of loader workers and a resumed run sees the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hintpose.codec import HeatmapCodec, cue_map
+from hintpose.config import PoseDataParams
+from hintpose.data.coco import CocoPersons, read_image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+LOWER_BODY_WORDS = ("hip", "knee", "ankle")
+
+
+def flip_pairs_from_names(names: Sequence[str]) -> list[tuple[int, int]]:
+    """Left/right joint pairs from keypoint names (``left_x`` <-> ``right_x``)."""
+    index = {n: i for i, n in enumerate(names)}
+    return [(i, index["right_" + n[5:]]) for i, n in enumerate(names)
+            if n.startswith("left_") and "right_" + n[5:] in index]
+
+
+def upper_body_mask(names: Sequence[str]) -> np.ndarray:
+    """True for joints above the hips (HRNet's half-body split: COCO joints 0-10)."""
+    return np.array([not any(w in n for w in LOWER_BODY_WORDS) for n in names])
+
+
+def box_to_center_size(
+    bbox: Sequence[float], aspect_ratio: float, padding: float = 1.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """COCO box (x, y, w, h) -> crop center and size in pixels: the box widened or heightened
+    to the input's aspect ratio (w / h), then padded (HRNet's 1.25)."""
+    x, y, w, h = (float(v) for v in bbox)
+    center = np.array([x + w * 0.5, y + h * 0.5])
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    else:
+        w = h * aspect_ratio
+    return center, np.array([w, h]) * padding
+
+
+def affine_matrix(
+    center: np.ndarray, size: np.ndarray, rotation: float, output_size: tuple[int, int],
+    inverse: bool = False,
+) -> np.ndarray:
+    """(2, 3) matrix mapping image pixels to output pixels: the crop of ``size`` around
+    ``center``, rotated by ``rotation`` degrees (HRNet's sign), onto ``output_size`` (W, H).
+    With ``inverse`` it maps output pixels back to the image."""
+    out = np.asarray(output_size, dtype=np.float64)
+    scale = out / np.asarray(size, dtype=np.float64)
+    t = np.deg2rad(rotation)
+    c, s = np.cos(t), np.sin(t)
+    rot = np.array([[c, s], [-s, c]])  # turns the image direction at `rotation` to upright
+    lin = np.diag(scale) @ rot
+    m = np.concatenate([lin, (out * 0.5 - lin @ np.asarray(center, np.float64))[:, None]], 1)
+    return cv2.invertAffineTransform(m) if inverse else m
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a (2, 3) affine matrix to points (..., 2)."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def flip_keypoints(
+    keypoints: np.ndarray, image_width: int, flip_pairs: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """Mirror keypoints (K, 3) horizontally (x' = W - x - 1) and swap left/right joints;
+    unlabeled joints stay at zero."""
+    out = keypoints.copy()
+    out[:, 0] = np.where(out[:, 2] > 0, image_width - out[:, 0] - 1, 0)
+    for a, b in flip_pairs:
+        out[[a, b]] = out[[b, a]]
+    return out
+
+
+def flip_heatmaps_back(heatmaps: torch.Tensor, flip_pairs: Sequence[tuple[int, int]],
+                       shift: bool = True) -> torch.Tensor:
+    """Heatmaps (N, K, h, w) predicted on a mirrored input -> the unmirrored frame: mirror the
+    width axis, swap left/right channels and (HRNet's test flip) shift one pixel right."""
+    out = heatmaps.flip(3)
+    perm = list(range(out.shape[1]))
+    for a, b in flip_pairs:
+        perm[a], perm[b] = perm[b], perm[a]
+    out = out[:, perm]
+    if shift:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=3)
+    return out
+
+
+def half_body_crop(
+    keypoints: np.ndarray, upper: np.ndarray, aspect_ratio: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """HRNet's half-body transform: a crop around the upper body (when a normal draw is
+    below 0.5) or the lower body, from the extent of its labeled joints, scaled x1.5."""
+    labeled = keypoints[:, 2] > 0
+    up, low = np.flatnonzero(labeled & upper), np.flatnonzero(labeled & ~upper)
+    chosen = up if rng.standard_normal() < 0.5 and len(up) > 2 else low
+    if len(chosen) < 2:
+        chosen = up if len(up) >= 2 else chosen
+    if len(chosen) < 2:
+        return None
+    pts = keypoints[chosen, :2]
+    lo, hi = pts.min(0), pts.max(0)
+    w, h = hi - lo
+    center = (lo + hi) * 0.5
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    else:
+        w = h * aspect_ratio
+    return center, np.array([w, h]) * 1.5
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One network input: a person box in an image, optionally its GT keypoints (training,
+    GT-box evaluation) and an instance cue (x, y) in image pixels (inference)."""
+
+    image_id: int
+    bbox: tuple[float, float, float, float]
+    score: float = 1.0
+    keypoints: np.ndarray | None = None
+    cue: tuple[float, float] | None = None
+
+
+def training_instances(coco: CocoPersons) -> list[Instance]:
+    """One instance per trainable GT person (see ``CocoPersons.training_persons``)."""
+    return [
+        Instance(a["image_id"], tuple(a["clean_bbox"]), 1.0,
+                 np.asarray(a["keypoints"], np.float64).reshape(-1, 3))
+        for a in coco.training_persons()
+    ]
+
+
+class TopDownDataset(Dataset):
+    """Crops of ``instances`` warped to the input size, with targets and instance-cue maps.
+
+    In training mode a sample is augmented as HRNet (scale, rotation, flip, half body) and
+    its cue is a randomly chosen labeled joint of the target person, jittered; otherwise the
+    crop is the padded box and the cue is the instance's given point (or the box center).
+    """
+
+    def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
+                 train: bool, seed: int = 0) -> None:
+        self.coco = coco
+        self.instances = list(instances)
+        self.params = params
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.input_size = (params.input_width, params.input_height)
+        self.aspect = params.input_width / params.input_height
+        self.codec = HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma)
+        names = coco.category["keypoints"]
+        self.flip_pairs = flip_pairs_from_names(names)
+        self.upper = upper_body_mask(names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of an epoch (each epoch sees new ones)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def _augment(self, rng: np.random.Generator, kpts: np.ndarray, center: np.ndarray,
+                 size: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, float, bool]:
+        p = self.params
+        if (int((kpts[:, 2] > 0).sum()) > p.half_body_min_joints
+                and rng.random() < p.half_body_prob):
+            half = half_body_crop(kpts, self.upper, self.aspect, rng)
+            if half is not None:
+                center, size = half
+        sf = p.scale_factor
+        size = size * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
+        rot = 0.0
+        if rng.random() <= p.rotation_prob:
+            rf = p.rotation_factor
+            rot = float(np.clip(rng.standard_normal() * rf, -2 * rf, 2 * rf))
+        flip = p.flip and rng.random() <= 0.5
+        if flip:
+            center = np.array([width - center[0] - 1, center[1]])
+        return center, size, rot, flip
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...] | Any:
+        inst = self.instances[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = read_image(self.coco.image_path(inst.image_id))
+        height, width = image.shape[:2]
+        num_joints = self.coco.num_joints
+        kpts = inst.keypoints if inst.keypoints is not None else np.zeros((num_joints, 3))
+        center, size = box_to_center_size(inst.bbox, self.aspect, self.params.box_padding)
+        rot, flip = 0.0, False
+        if self.train:
+            center, size, rot, flip = self._augment(rng, kpts, center, size, width)
+        if flip:
+            image = image[:, ::-1]
+            kpts = flip_keypoints(kpts, width, self.flip_pairs)
+        m = affine_matrix(center, size, rot, self.input_size)
+        crop = cv2.warpAffine(np.ascontiguousarray(image), m, self.input_size,
+                              flags=cv2.INTER_LINEAR)
+        joints = transform_points(kpts[:, :2], m)
+        target, weight = self.codec.encode(joints, kpts[:, 2] > 0)
+        cue_xy = self._cue_point(rng, inst, joints, weight, m)
+        rgb = crop[:, :, ::-1].astype(np.float32) / 255.0
+        tensor = torch.from_numpy(((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+        meta = {
+            "index": index, "image_id": inst.image_id, "score": float(inst.score),
+            "center": center.astype(np.float32), "size": size.astype(np.float32),
+            "rotation": rot, "flip": flip, "cue": cue_xy.astype(np.float32),
+        }
+        cue = torch.from_numpy(cue_map(cue_xy, self.input_size, self.params.cue_sigma))
+        return tensor, torch.from_numpy(target), torch.from_numpy(weight), cue, meta
+
+    def _cue_point(self, rng: np.random.Generator, inst: Instance, joints: np.ndarray,
+                   weight: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Cue position in input pixels."""
+        if self.train:
+            candidates = np.flatnonzero(weight[:, 0] > 0)
+            if len(candidates) == 0:
+                return np.array(self.input_size, dtype=np.float64) * 0.5
+            j = candidates[rng.integers(len(candidates))]
+            return joints[j] + rng.normal(0.0, self.params.cue_jitter, 2)
+        if inst.cue is None:
+            return np.array(self.input_size, dtype=np.float64) * 0.5
+        return transform_points(np.asarray(inst.cue, dtype=np.float64), m)

@@ -1,0 +1,1 @@
+"""Pose networks: HRNet, HintPose, MultiPoseNet, PoseFix."""

@@ -1,0 +1,36 @@
+"""Stage prepare: the dataset (synthetic or imported COCO), its statistics and a contact sheet."""
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+
+from hintpose.cli import run
+from hintpose.config import load_params
+from hintpose.data.prepare import dataset_stats, prepare_dataset
+from hintpose.visualize import dataset_sheet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/dataset.json"))
+    ap.add_argument("--sheet", type=Path, default=Path("metrics/plots/dataset_samples.png"))
+    args = ap.parse_args()
+    params = load_params(args.params).dataset
+    splits = prepare_dataset(args.out, params)
+    stats = {split: dataset_stats(coco) for split, coco in splits.items()}
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(stats, indent=2) + "\n")
+    val = splits["val"]
+    by_crowd = sorted(val.images, key=lambda i: -val.images[i].get("crowdIndex", 0.0))
+    picks = by_crowd[:4] + by_crowd[len(by_crowd) // 2:][:: max(1, len(by_crowd) // 8)][:4]
+    args.sheet.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.sheet), dataset_sheet(val, list(dict.fromkeys(picks))))
+    print(json.dumps(stats["val"], indent=None, default=float))
+
+
+if __name__ == "__main__":
+    run(main)

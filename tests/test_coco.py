@@ -1,0 +1,137 @@
+"""COCO loading: the real samples load; every bad input is one clear error naming it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hintpose.data.coco import clip_box, load_coco
+from hintpose.data.crowd import crowd_index
+from hintpose.errors import DataError
+
+
+def test_mmpose_coco_loads_with_images(realdata: Path) -> None:
+    coco = load_coco(realdata / "mmpose_coco/test_coco.json", realdata / "mmpose_coco", "decode")
+    assert coco.num_joints == 17 and len(coco.images) == 4 and len(coco.annotations) == 14
+    trainable = coco.training_persons()
+    assert len(trainable) == 12  # the two num_keypoints == 0 persons are skipped, as in HRNet
+    assert {a["id"] for a in coco.annotations} - {a["id"] for a in trainable} == {1202706, 508900}
+
+
+def test_ochuman_loads(realdata: Path) -> None:
+    coco = load_coco(realdata / "mmpose_ochuman/test_ochuman.json", realdata / "mmpose_ochuman",
+                     "decode")
+    assert coco.num_joints == 17 and len(coco.training_persons()) == 5
+
+
+def test_crowdpose_fourteen_joints_no_area(realdata: Path) -> None:
+    coco = load_coco(realdata / "mmpose_crowdpose/test_crowdpose.json",
+                     realdata / "mmpose_crowdpose", "decode")
+    assert coco.num_joints == 14 and len(coco.training_persons()) == 4
+    assert all("area" not in a for a in coco.annotations)
+    # our crowd index reproduces the values shipped with CrowdPose
+    for iid, rec in coco.images.items():
+        assert crowd_index(coco.annotations_of(iid)) == pytest.approx(rec["crowdIndex"], abs=0.01)
+
+
+def test_crowdpose_val_crowd_index_matches(realdata: Path) -> None:
+    coco = load_coco(realdata / "xtcocoapi/example_crowdpose_val.json", realdata, "none")
+    for iid, rec in coco.images.items():
+        assert crowd_index(coco.annotations_of(iid)) == pytest.approx(rec["crowdIndex"], abs=0.01)
+
+
+def test_crowd_region_kept_but_not_trained(realdata: Path) -> None:
+    coco = load_coco(realdata / "faster_coco_eval_keypoints/gt_dataset.json", realdata, "none")
+    crowd = [a for a in coco.annotations if a["iscrowd"]]
+    assert [a["id"] for a in crowd] == [900100139099]
+    assert all(not a["iscrowd"] and a["num_keypoints"] > 0 for a in coco.training_persons())
+
+
+def test_clip_box_as_hrnet() -> None:
+    # HRNet extends from the clipped corner: x2 = x1 + (w - 1)
+    assert clip_box([-10, 5, 30, 20], 100, 100) == [0.0, 5.0, 29.0, 19.0]
+    assert clip_box([10, 10, 0, 5], 100, 100) is None
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[dict, Path]:
+    """A valid two-image dataset written to tmp_path/images."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(images / name), np.full((40, 60, 3), 128, np.uint8))
+    kpts = [0] * 51
+    kpts[15:18] = [10, 12, 2]
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 60, "height": 40},
+                   {"id": 2, "file_name": "b.jpg", "width": 60, "height": 40}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 30],
+                         "area": 500, "iscrowd": 0, "keypoints": kpts, "num_keypoints": 1}],
+        "categories": [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(17)],
+                        "skeleton": []}],
+    }
+    return data, images
+
+
+def load(tmp_path: Path, data: object, images: Path, check: str = "decode"):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return load_coco(path, images, check)
+
+
+def test_tiny_valid(tmp_path: Path, tiny) -> None:
+    data, images = tiny
+    assert len(load(tmp_path, data, images).training_persons()) == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["annotations"][0].update(keypoints=[0] * 50),
+         "annotation 7 keypoints must be 51 numbers (3 x 17 joints), got 50"),
+        (lambda d: d["images"][1].update(file_name="../escape.jpg"), "escapes the image root"),
+        (lambda d: d["images"][1].update(file_name="/etc/passwd"), "escapes the image root"),
+        (lambda d: d["images"].append(dict(d["images"][0])), "duplicate image id 1"),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])),
+         "duplicate annotation id 7"),
+        (lambda d: d["annotations"][0].update(image_id=99), "refers to unknown image id 99"),
+        (lambda d: d["images"][1].update(file_name="missing.jpg"), "missing.jpg: image file not found"),
+        (lambda d: d["images"][0].update(width=61), "image is 60x40 but ann.json says 61x40"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "needs a bbox of 4 numbers"),
+        (lambda d: d.update(categories=[{"id": 1, "name": "person"}]), "no category with"),
+        (lambda d: d.pop("images"), "'images' must be a list"),
+    ],
+)
+def test_bad_inputs(tmp_path: Path, tiny, edit, message: str) -> None:
+    data, images = tiny
+    data = copy.deepcopy(data)
+    edit(data)
+    with pytest.raises(DataError, match=None) as info:
+        load(tmp_path, data, images)
+    assert message in str(info.value), str(info.value)
+
+
+def test_undecodable_image(tmp_path: Path, tiny) -> None:
+    data, images = tiny
+    (images / "b.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match=r"b\.jpg: image does not decode"):
+        load(tmp_path, data, images)
+    load(tmp_path, data, images, "exists")  # existence-only check does not decode
+
+
+def test_missing_and_malformed_json(tmp_path: Path, tiny) -> None:
+    _, images = tiny
+    with pytest.raises(DataError, match="nope.json: annotation file not found"):
+        load_coco(tmp_path / "nope.json", images)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [')
+    with pytest.raises(DataError, match="bad.json: malformed JSON"):
+        load_coco(bad, images)

@@ -1,0 +1,65 @@
+"""params.yaml validation: every bad value is one message naming the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hintpose.config import Params, load_params
+from hintpose.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params.smoke.yaml"])
+def test_shipped_params_load(name: str) -> None:
+    params = load_params(ROOT / name)
+    assert isinstance(params, Params)
+
+
+def test_defaults_fill_missing_keys(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, {"pose": {"data": {"sigma": 3}}}))
+    assert params.pose.data.sigma == 3.0 and isinstance(params.pose.data.sigma, float)
+    assert params.pose.data.input_width == 96
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pose": {"data": {"sigma": -1}}}, "params.yaml: pose.data.sigma must be > 0, got -1.0"),
+        ({"pose": {"data": {"sigmaa": 2}}}, "params.yaml: pose.data.sigmaa is not a known key"),
+        ({"bogus": 1}, "params.yaml: bogus is not a known key"),
+        ({"pose": {"data": {"input_width": "96"}}},
+         "params.yaml: pose.data.input_width must be an integer, got '96'"),
+        ({"pose": {"data": {"input_width": True}}},
+         "params.yaml: pose.data.input_width must be an integer"),
+        ({"pose": {"data": {"flip": 1}}}, "params.yaml: pose.data.flip must be true or false"),
+        ({"dataset": {"kind": "voc"}}, "params.yaml: dataset.kind must be one of 'synthetic'"),
+        ({"dataset": {"train_images": 0}}, "params.yaml: dataset.train_images must be >= 1"),
+        ({"pose": {"data": {"rotation_prob": 1.5}}},
+         "params.yaml: pose.data.rotation_prob must be <= 1"),
+        ({"pose": [1, 2]}, "params.yaml: pose must be a mapping"),
+        ([1, 2], "params.yaml: the file must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, data))
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("pose: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
