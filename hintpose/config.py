@@ -10,6 +10,7 @@ out-of-range value stops with one message naming the key path, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,10 +169,57 @@ class PoseDataParams:
 
 
 @dataclass(frozen=True)
+class PoseTrainParams:
+    """``pose.train``: HRNet's COCO recipe (Adam, step decay) with sizes for this machine."""
+
+    epochs: int = field(default=20, metadata={"min": 1})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    #: Fractions of the schedule where the lr is multiplied by lr_factor (HRNet: 170/210, 200/210).
+    lr_steps: tuple[float, ...] = field(default=(0.81, 0.95), metadata={"gt": 0, "lt": 1})
+    lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
+    #: Use at most this many training persons (0: all of them).
+    max_samples: int = field(default=0, metadata={"min": 0})
+    #: Persons of the val split used for the per-epoch validation loss (0: all of them).
+    val_samples: int = field(default=256, metadata={"min": 0})
+    workers: int = field(default=2, metadata={"min": 0})
+    #: Intra-op threads (torch.set_num_threads); 0 leaves torch's default.
+    threads: int = field(default=0, metadata={"min": 0})
+    #: bf16 autocast and channels_last memory format (CPU and CUDA).
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
 class PoseParams:
     """``pose``: settings shared by every top-down pose model."""
 
+    width: int = field(default=16, metadata={"min": 1})
+    #: Hops of recurrent refinement (used by models with ``recurrent: true``).
+    hops: int = field(default=3, metadata={"min": 1})
+    #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...) for the backbone.
+    pretrained: str = ""
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     data: PoseDataParams = _sub(PoseDataParams)
+    train: PoseTrainParams = _sub(PoseTrainParams)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """One entry of ``models``: which HintPose additions a pose model has, and its seed."""
+
+    instance_cue: bool = False
+    recurrent: bool = False
+    seed: int = field(default=0, metadata={"min": 0})
+
+
+def _default_models() -> dict[str, ModelParams]:
+    """The report's line-up: a plain HRNet and two seeds of each HintPose variant."""
+    models = {"baseline": ModelParams(seed=1)}
+    for name, ic, rr in (("ic", True, False), ("rr", False, True), ("icrr", True, True)):
+        for suffix, seed in (("a", 1), ("b", 2)):
+            models[f"{name}_{suffix}"] = ModelParams(instance_cue=ic, recurrent=rr, seed=seed)
+    return models
 
 
 @dataclass(frozen=True)
@@ -180,6 +228,15 @@ class Params:
 
     dataset: DatasetParams = _sub(DatasetParams)
     pose: PoseParams = _sub(PoseParams)
+    models: dict[str, ModelParams] = field(default_factory=_default_models)
+
+    def __post_init__(self) -> None:
+        for name in self.models:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ConfigError(f"models.{name}: a model name may use only letters, digits "
+                                  "and _ (it names folders and DVC stages)")
+        if not self.models:
+            raise ConfigError("models must name at least one pose model")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

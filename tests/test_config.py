@@ -63,3 +63,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("pose: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_models_section(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, {}))
+    assert set(params.models) == {"baseline", "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b"}
+    assert params.models["icrr_b"].instance_cue and params.models["icrr_b"].recurrent
+    assert params.models["ic_a"].seed != params.models["ic_b"].seed
+    with pytest.raises(ConfigError, match="params.yaml: models.x/: a model name may use only"):
+        load_params(write(tmp_path, {"models": {"x/": {}}}))
+    with pytest.raises(ConfigError, match="params.yaml: models.m.instance_cue must be true"):
+        load_params(write(tmp_path, {"models": {"m": {"instance_cue": "yes"}}}))
+    with pytest.raises(ConfigError, match="params.yaml: models.m.cue is not a known key"):
+        load_params(write(tmp_path, {"models": {"m": {"cue": True}}}))

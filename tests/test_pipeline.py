@@ -1,0 +1,79 @@
+"""End to end: the DVC pipeline on the smoke preset, in a temporary git + DVC clone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The project's files (tracked or not ignored), smoke params, a fresh git + DVC repo."""
+    dest = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copy2(ROOT / "params.smoke.yaml", dest / "params.yaml")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_ROOT", None)
+    run(["git", "init", "-q"], dest, env)
+    run(["git", "config", "user.email", "test@hintpose.local"], dest, env)
+    run(["git", "config", "user.name", "hintpose test"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "smoke"], dest, env)
+    return dest, env
+
+
+@pytest.mark.slow
+def test_prepare_stage(clone: tuple[Path, dict[str, str]]) -> None:
+    repo, env = clone
+    run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
+    stats = json.loads((repo / "metrics/dataset.json").read_text())
+    assert stats["val"]["images"] > 0 and stats["train"]["persons"] > 0
+    assert (repo / "metrics/plots/dataset_samples.png").stat().st_size > 10_000
+    for split in ("train", "val"):
+        data = json.loads((repo / f"data/dataset/annotations/person_keypoints_{split}.json")
+                          .read_text())
+        assert len(data["images"]) == stats[split]["images"]
+    # nothing is stale afterwards, and a second repro is a no-op
+    assert run([sys.executable, "-m", "dvc", "status", "-q", "prepare"], repo, env,
+               check=False).returncode == 0
+    again = run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
+    assert "didn't change, skipping" in again.stdout
+
+
+@pytest.mark.slow
+def test_bad_param_stops_the_stage_and_keeps_outputs(clone: tuple[Path, dict[str, str]]) -> None:
+    repo, env = clone
+    run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
+    before = (repo / "data/dataset/annotations/person_keypoints_val.json").read_bytes()
+    params = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(params.replace("dataset:", "dataset:\n  bogus: 1", 1))
+        proc = run([sys.executable, "stages/prepare.py"], repo, env, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "error: params.yaml: dataset.bogus is not a known key (known: kind, seed, "
+            "train_images, val_images, synthetic, coco)")
+        assert (repo / "data/dataset/annotations/person_keypoints_val.json").read_bytes() == before
+    finally:
+        (repo / "params.yaml").write_text(params)

@@ -1,0 +1,192 @@
+"""Crops, targets, flips and instance cues of the top-down sample layer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hintpose.codec import HeatmapCodec, decode
+from hintpose.config import PoseDataParams
+from hintpose.data.coco import load_coco
+from hintpose.data.topdown import (
+    Instance,
+    TopDownDataset,
+    affine_matrix,
+    box_to_center_size,
+    flip_heatmaps_back,
+    flip_keypoints,
+    flip_pairs_from_names,
+    half_body_crop,
+    training_instances,
+    transform_points,
+    upper_body_mask,
+)
+
+NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+         "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+         "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
+
+
+def person_keypoints() -> np.ndarray:
+    """A standing person in a 160x120 image; right ear unlabeled."""
+    xy = [(80, 20), (84, 17), (76, 17), (88, 19), (0, 0), (92, 35), (68, 35), (96, 52), (64, 52),
+          (98, 68), (62, 68), (88, 70), (72, 70), (90, 92), (70, 92), (91, 112), (69, 112)]
+    k = np.array([(x, y, 2) for x, y in xy], dtype=np.float64)
+    k[4, 2] = 0
+    return k
+
+
+@pytest.fixture
+def coco(tmp_path: Path):
+    image = np.full((120, 160, 3), 90, np.uint8)
+    cv2.circle(image, (80, 60), 30, (200, 50, 50), -1)
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    kpts = person_keypoints()
+    data = {
+        "images": [{"id": 5, "file_name": "p.png", "width": 160, "height": 120}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [60, 15, 40, 100],
+                         "area": 2000, "iscrowd": 0, "keypoints": kpts.ravel().tolist(),
+                         "num_keypoints": 16}],
+        "categories": [{"id": 1, "name": "person", "keypoints": NAMES, "skeleton": []}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return load_coco(tmp_path / "ann.json", tmp_path, "decode")
+
+
+def test_box_to_center_size_fixes_aspect_and_pads() -> None:
+    center, size = box_to_center_size([10, 20, 40, 100], 0.75, 1.25)
+    np.testing.assert_allclose(center, [30, 70])
+    np.testing.assert_allclose(size, [75 * 1.25, 100 * 1.25])
+
+
+@pytest.mark.parametrize("rotation", [0.0, 30.0, -75.0])
+def test_crop_round_trip_is_exact(rotation: float) -> None:
+    center, size = np.array([70.0, 50.0]), np.array([60.0, 80.0])
+    fwd = affine_matrix(center, size, rotation, (48, 64))
+    inv = affine_matrix(center, size, rotation, (48, 64), inverse=True)
+    pts = np.random.default_rng(0).uniform(0, 150, (20, 2))
+    np.testing.assert_allclose(transform_points(transform_points(pts, fwd), inv), pts, atol=1e-9)
+    np.testing.assert_allclose(transform_points(center, fwd), [24, 32], atol=1e-9)
+
+
+def test_rotation_sign_matches_hrnet() -> None:
+    # HRNet: a point above the center, rotated by +90 degrees, comes out on the left
+    m = affine_matrix(np.array([50.0, 50.0]), np.array([40.0, 40.0]), 90.0, (40, 40))
+    np.testing.assert_allclose(transform_points(np.array([50.0, 40.0]), m), [10, 20], atol=1e-9)
+
+
+def test_keypoint_heatmap_image_round_trip_within_half_pixel() -> None:
+    """Keypoints -> crop -> Gaussian target -> decode -> image: within half a heatmap pixel."""
+    codec = HeatmapCodec.for_input(96, 128, 2.0)
+    rng = np.random.default_rng(1)
+    center, size = np.array([200.0, 150.0]), np.array([120.0, 160.0])
+    pts = center + rng.uniform(-50, 50, (17, 2))
+    crop = transform_points(pts, affine_matrix(center, size, 0.0, (96, 128)))
+    target, weight = codec.encode(crop, np.ones(17, bool))
+    assert weight.min() == 1 and target.max() == pytest.approx(1.0)
+    coords, maxvals = decode(target[None], center[None], size[None])
+    heatmap_px = size[0] / codec.heatmap_size[0]  # image pixels per heatmap pixel
+    assert np.abs(coords[0] - pts).max() <= 0.5 * heatmap_px + 1e-4
+    assert np.all(maxvals == 1.0)
+
+
+def test_target_weight_zero_for_unlabeled_and_far_outside() -> None:
+    codec = HeatmapCodec.for_input(48, 64, 2.0)
+    target, weight = codec.encode(np.array([[20.0, 30.0], [20.0, 30.0], [500.0, 30.0]]),
+                                  np.array([True, False, True]))
+    assert weight[:, 0].tolist() == [1.0, 0.0, 0.0]
+    assert target[1].max() == 0 and target[2].max() == 0
+    assert codec.sigma == pytest.approx(0.5)  # 2 at a 64-high heatmap, scaled to 16
+
+
+def test_flip_twice_is_identity_and_swaps_sides() -> None:
+    kpts = person_keypoints()
+    pairs = flip_pairs_from_names(NAMES)
+    assert (5, 6) in pairs and (15, 16) in pairs and len(pairs) == 8
+    once = flip_keypoints(kpts, 160, pairs)
+    np.testing.assert_array_equal(flip_keypoints(once, 160, pairs), kpts)
+    # the left wrist of the mirrored person is where the right wrist was, mirrored
+    assert once[9, 0] == 160 - 1 - kpts[10, 0] and once[9, 1] == kpts[10, 1]
+    assert once[3, 2] == 0 and once[3, 0] == 0  # unlabeled right ear became the left ear
+
+
+def test_flip_back_heatmaps_align_with_unflipped() -> None:
+    codec = HeatmapCodec.for_input(48, 64, 2.0)
+    pairs = flip_pairs_from_names(NAMES)
+    pts = np.tile([[20.0, 24.0]], (17, 1))
+    pts[9] = [32.0, 40.0]  # left wrist somewhere else
+    direct, _ = codec.encode(pts, np.ones(17, bool))
+    mirrored = flip_keypoints(np.c_[pts, np.full(17, 2.0)], 48, pairs)[:, :2]
+    on_flipped, _ = codec.encode(mirrored, np.ones(17, bool))
+    back = flip_heatmaps_back(torch.from_numpy(on_flipped)[None], pairs)[0].numpy()
+    for j in range(17):
+        assert np.unravel_index(back[j].argmax(), back[j].shape) == np.unravel_index(
+            direct[j].argmax(), direct[j].shape)
+    twice = flip_heatmaps_back(flip_heatmaps_back(torch.from_numpy(direct)[None], pairs, False),
+                               pairs, False)
+    assert torch.equal(twice[0], torch.from_numpy(direct))
+
+
+def test_half_body_uses_upper_or_lower_joints() -> None:
+    kpts = person_keypoints()
+    upper = upper_body_mask(NAMES)
+    assert upper[:11].all() and not upper[11:].any()
+    center, size = half_body_crop(kpts, upper, 0.75, np.random.default_rng(3))
+    assert size[0] / size[1] == pytest.approx(0.75)
+    assert 15 < center[1] < 110
+
+
+def test_training_sample_shapes_and_determinism(coco) -> None:
+    params = PoseDataParams(input_width=48, input_height=64)
+    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7)
+    img, target, weight, cue, meta = ds[0]
+    assert img.shape == (3, 64, 48) and target.shape == (17, 16, 12) and weight.shape == (17, 1)
+    assert cue.shape == (1, 64, 48) and cue.max() <= 1.0
+    ear = 3 if meta["flip"] else 4  # the unlabeled right ear (mirrored onto the left if flipped)
+    assert weight[ear, 0] == 0 and target[ear].max() == 0
+    again = ds[0]
+    assert torch.equal(img, again[0]) and torch.equal(cue, again[3])
+    ds.set_epoch(1)
+    assert not torch.equal(img, ds[0][0])
+
+
+def test_training_cue_lands_on_a_labeled_joint(coco) -> None:
+    params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
+                            half_body_prob=0.0, flip=False, scale_factor=0.0)
+    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=0)
+    inst = ds.instances[0]
+    center, size = box_to_center_size(inst.bbox, 0.75, params.box_padding)
+    joints = transform_points(inst.keypoints[:, :2], affine_matrix(center, size, 0, (48, 64)))
+    seen = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        _, _, weight, cue, meta = ds[0]
+        d = np.linalg.norm(joints - meta["cue"], axis=1)
+        j = int(d.argmin())
+        assert d[j] < 1e-4 and weight[j, 0] == 1
+        peak = np.unravel_index(cue[0].numpy().argmax(), cue[0].shape)
+        assert abs(peak[1] - meta["cue"][0]) <= 0.5 and abs(peak[0] - meta["cue"][1]) <= 0.5
+        seen.add(j)
+    assert len(seen) > 3  # the joint is drawn at random
+
+
+def test_inference_cue_on_given_point(coco) -> None:
+    params = PoseDataParams(input_width=48, input_height=64)
+    kpts = person_keypoints()
+    target_joint = kpts[9, :2]
+    inst = Instance(5, (60.0, 15.0, 40.0, 100.0), 0.9, cue=tuple(target_joint))
+    ds = TopDownDataset(coco, [inst, replace(inst, cue=None)], params, train=False)
+    _, _, _, cue, meta = ds[0]
+    center, size = box_to_center_size(inst.bbox, 0.75, params.box_padding)
+    expected = transform_points(target_joint, affine_matrix(center, size, 0, (48, 64)))
+    np.testing.assert_allclose(meta["cue"], expected, atol=1e-4)
+    peak = np.unravel_index(cue[0].numpy().argmax(), cue[0].shape)
+    assert np.hypot(peak[1] - expected[0], peak[0] - expected[1]) <= 0.75
+    np.testing.assert_allclose(ds[1][4]["cue"], [24, 32])  # no cue: the crop center
+    assert meta["score"] == pytest.approx(0.9) and meta["image_id"] == 5
