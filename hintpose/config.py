@@ -76,7 +76,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -115,7 +116,10 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
         value = _convert(data[name], hints[name], key)
         _check_range(value, f.metadata, key)
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # cross-field checks in __post_init__ name keys of `cls`
+        raise ConfigError(_join(where, str(exc))) from None
 
 
 def _sub(cls: type) -> Any:

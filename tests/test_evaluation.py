@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hintpose.evaluation import STAT_NAMES, coco_keypoint_eval, crowd_level_eval
 from hintpose.errors import DataError
+from hintpose.evaluation import STAT_NAMES, coco_keypoint_eval, crowd_level_eval
 
 PEER = [0.5048844884488449, 0.7227722772277227, 0.6336633663366337, 0.46633663366336636,
         0.7504950495049505, 0.5181818181818182, 0.7272727272727273, 0.6363636363636364,

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        out = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out}")
     return proc
 
 

@@ -243,7 +243,9 @@ def write_manifest(dataset_dir: Path, splits: dict[str, tuple[str, str]], kind: 
     return path
 
 
-def load_split(dataset_dir: str | Path, split: str, check_images: ImageCheck = "none") -> CocoPersons:
+def load_split(
+    dataset_dir: str | Path, split: str, check_images: ImageCheck = "none"
+) -> CocoPersons:
     """Load one split of a dataset written by the ``prepare`` stage."""
     dataset_dir = Path(dataset_dir)
     manifest = read_json(dataset_dir / MANIFEST, "dataset manifest (run the prepare stage)")

@@ -34,7 +34,8 @@ def crowd_index(annotations: Sequence[dict]) -> float:
         others = [labeled[j] for j in range(len(persons)) if j != i]
         if others:
             pts = np.concatenate(others)
-            inside = (pts[:, 0] >= x) & (pts[:, 0] <= x + w) & (pts[:, 1] >= y) & (pts[:, 1] <= y + h)
+            px, py = pts[:, 0], pts[:, 1]
+            inside = (px >= x) & (px <= x + w) & (py >= y) & (py <= y + h)
             n_inside = int(inside.sum())
         else:
             n_inside = 0

@@ -89,10 +89,10 @@ def dataset_stats(coco: CocoPersons) -> dict[str, float]:
     }
     levels = [crowd_level(v) for v in indices]
     for name in CROWD_LEVELS:
-        stats[f"share_{name}"] = levels.count(name) / max(1, len(levels))
+        stats[f"crowd_{name}"] = levels.count(name) / max(1, len(levels))
     areas = np.array([a["area"] for a in persons if "area" in a])
     if len(areas):
-        stats["share_small"] = float((areas < 32**2).mean())
-        stats["share_medium"] = float(((areas >= 32**2) & (areas <= 96**2)).mean())
-        stats["share_large"] = float((areas > 96**2).mean())
+        stats["size_small"] = float((areas < 32**2).mean())
+        stats["size_medium"] = float(((areas >= 32**2) & (areas <= 96**2)).mean())
+        stats["size_large"] = float((areas > 96**2).mean())
     return stats
