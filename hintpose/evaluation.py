@@ -76,7 +76,7 @@ def coco_keypoint_eval(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats, strict=True)}
 
 
 def crowd_level_eval(

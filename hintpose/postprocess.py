@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: COCO's per-keypoint OKS sigmas (17 joints).
-COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,
-                        1.07, 1.07, 0.87, 0.87, 0.89, 0.89]) / 10.0
+from hintpose.data.keypoints import COCO_SIGMAS
 
 
 def rescore(keypoints: np.ndarray, box_scores: np.ndarray, thr: float = 0.2) -> np.ndarray:
