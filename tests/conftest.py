@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import hintpose  # noqa: F401  (first, so its OpenMP setting precedes torch's import)
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("HINTPOSE_REALDATA", ROOT.parent / "shared" / "realdata"))
 

@@ -78,3 +78,36 @@ def test_bad_param_stops_the_stage_and_keeps_outputs(clone: tuple[Path, dict[str
         assert (repo / "data/dataset/annotations/person_keypoints_val.json").read_bytes() == before
     finally:
         (repo / "params.yaml").write_text(params)
+
+
+MODELS = ("baseline", "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
+
+
+@pytest.mark.slow
+def test_train_all_models_and_rerun_only_the_edited_one(clone) -> None:
+    repo, env = clone
+    run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    for name in MODELS:
+        assert (repo / f"data/models/{name}/model.pt").is_file()
+        config = json.loads((repo / f"data/models/{name}/model.json").read_text())
+        assert config["recurrent"] == name.startswith(("rr", "icrr"))
+        assert config["instance_cue"] == name.startswith("ic")
+        metrics = json.loads((repo / f"metrics/train/{name}.json").read_text())
+        assert metrics["epochs"] == 1
+        header = (repo / f"metrics/train/{name}.tsv").read_text().splitlines()[0].split("\t")
+        assert "val_loss" in header and ("train_loss_hop3" in header) == config["recurrent"]
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "trained"], repo, env)
+    # dvc sees the results, and editing one model's entry re-runs only that model
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
+    assert "metrics/train/icrr_b.json" in shown
+    params = (repo / "params.yaml").read_text()
+    edited = params.replace("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
+                            "ic_a: {instance_cue: true, recurrent: false, seed: 3}")
+    assert edited != params
+    (repo / "params.yaml").write_text(edited)
+    status = run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
+    stale = {line.strip().rstrip(":") for line in status.splitlines()
+             if line and not line.startswith(("\t", " "))}
+    assert stale == {"train@ic_a"}, status
+    (repo / "params.yaml").write_text(params)

@@ -1,0 +1,103 @@
+"""Training throughput (img/s) of the pose models on random inputs: forward + backward + Adam step.
+
+Measures HRNet-W32 at 256x192 and the default size of params.yaml (pose.width, pose.data input
+size), each in the project's training path (channels_last, plus bf16 autocast where the CPU
+has fast bf16 kernels, as ``hintpose.training`` decides) and in plain fp32 with contiguous
+tensors, plus the cost of the recurrent variant (pose.hops outputs) relative to the baseline
+at the default size. The last line printed is one JSON object with every figure.
+
+    PYTHONPATH=. python benchmarks/train_throughput.py [--params params.yaml] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from hintpose.config import PoseParams, load_params
+from hintpose.models.hintpose import HintPose
+from hintpose.training import StepSettings, bf16_supported, train_step
+
+
+def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
+            batch: int = 16, warmup: int = 2, iters: int = 5, instance_cue: bool = False) -> float:
+    """Images per second of training steps of one HintPose configuration; ``size`` is (W, H)."""
+    torch.manual_seed(0)
+    recurrent = hops > 1
+    net = HintPose(width, instance_cue, recurrent, hops=hops if recurrent else 1)
+    s = StepSettings(torch.device("cpu"), bf16=bf16, channels_last=channels_last,
+                     instance_cue=instance_cue)
+    net.to(memory_format=s.memory_format).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    w, h = size
+    joints = 17
+    data = (torch.randn(batch, 3, h, w), torch.rand(batch, joints, h // 4, w // 4) * 0.1,
+            torch.ones(batch, joints, 1), torch.rand(batch, 1, h, w))
+    for _ in range(warmup):
+        train_step(net, data, opt, s)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        train_step(net, data, opt, s)
+    return batch * iters / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--force-bf16", action="store_true",
+                    help="also time bf16 autocast where it has no fast kernels (AVX2 CPUs)")
+    args = ap.parse_args()
+    if args.params.is_file():
+        pose = load_params(args.params).pose
+    else:
+        print(f"note: {args.params} not found, using the default pose settings")
+        pose = PoseParams()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    elif pose.train.threads > 0:
+        torch.set_num_threads(pose.train.threads)
+    default = (pose.data.input_width, pose.data.input_height)
+    run = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+
+    # The project's path: what hintpose.training does with pose.train.bf16/channels_last.
+    cpu = torch.device("cpu")
+    bf16 = pose.train.bf16 and bf16_supported(cpu)
+    cl = pose.train.channels_last
+    if pose.train.bf16 and not bf16:
+        print("note: no fast bf16 kernels on this CPU (oneDNN needs AVX-512): the training "
+              "path runs fp32")
+    results: dict[str, float | int | str | bool] = {
+        "threads": torch.get_num_threads(), **run, "bf16": bf16, "channels_last": cl}
+    cases = [
+        ("train_img_s", 32, (192, 256), bf16, cl, 1),
+        ("fp32_plain_img_s", 32, (192, 256), False, False, 1),
+        ("default_img_s", pose.width, default, bf16, cl, 1),
+        ("default_fp32_plain_img_s", pose.width, default, False, False, 1),
+        ("default_rr_img_s", pose.width, default, bf16, cl, pose.hops),
+    ]
+    if args.force_bf16 and not bf16:
+        cases.append(("default_forced_bf16_img_s", pose.width, default, True, True, 1))
+    for key, width, size, use_bf16, use_cl, hops in cases:
+        value = measure(width, size, use_bf16, use_cl, hops, **run)
+        results[key] = round(value, 2)
+        path = ("bf16" if use_bf16 else "fp32") + ("+channels_last" if use_cl else " contiguous")
+        print(f"W{width} {size[1]}x{size[0]} hops {hops} {path:>18}: {value:7.2f} img/s",
+              flush=True)
+    results["default_size"] = f"W{pose.width} {default[1]}x{default[0]}"
+    results["rr_hops"] = pose.hops
+    results["rr_cost_ratio"] = round(results["default_img_s"] / results["default_rr_img_s"], 3)
+    results["bf16_speedup_w32"] = round(results["train_img_s"] / results["fp32_plain_img_s"], 3)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Stage train@<model>: train one top-down pose model (HRNet recipe); resumable, DDP under torchrun.
+
+Writes ``<out>/model.pt`` (state dict) and ``<out>/model.json`` (structure and input settings),
+the per-epoch TSV for ``dvc plots`` and a small metrics JSON; ``<checkpoints>/last.pt`` lets a
+killed run continue. Under ``torchrun --nproc_per_node=N`` only rank 0 writes.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from hintpose.cli import run
+from hintpose.config import load_params
+from hintpose.data.coco import load_split
+from hintpose.errors import ConfigError
+from hintpose.training import (
+    CHECKPOINT,
+    distributed_session,
+    save_pose_model,
+    summary_metrics,
+    train_pose_model,
+    write_log_tsv,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", required=True, help="an entry of `models` in the params file")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--checkpoints", type=Path, required=True)
+    # torchrun's own parser rejects `--log` (ambiguous with its --log-dir ...): use --log-tsv
+    ap.add_argument("--log-tsv", "--log", dest="log", type=Path, required=True,
+                    help="per-epoch TSV for dvc plots")
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    if args.model not in params.models:
+        known = ", ".join(params.models) or "none"
+        raise ConfigError(f"{args.params}: unknown model {args.model!r} under models "
+                          f"(known: {known})")
+    train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
+    with distributed_session(params.pose.device) as info:
+        result = train_pose_model(train, val, params.pose, params.models[args.model],
+                                  args.checkpoints)
+        if info.is_main:
+            save_pose_model(args.out, result.model, {"name": args.model, **result.config})
+            # The checkpoint only serves a killed run; a finished one would make the next run
+            # (say, after a code change) "resume" at its last epoch instead of training.
+            (args.checkpoints / CHECKPOINT).unlink(missing_ok=True)
+            write_log_tsv(args.log, result.log, result.hops)
+            metrics = summary_metrics(result.log)
+            args.metrics.parent.mkdir(parents=True, exist_ok=True)
+            args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+            print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,305 @@
+"""Training: loss goes down, every hop is trained, kill-and-resume is exact, DDP, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hintpose.config import ModelParams, PoseDataParams, PoseParams, PoseTrainParams
+from hintpose.data.coco import CocoPersons, load_split, write_manifest
+from hintpose.data.topdown import TopDownDataset, training_instances
+from hintpose.errors import ConfigError, DataError
+from hintpose.models.hintpose import HintPose
+from hintpose.models.hrnet import HRNet
+from hintpose.training import (
+    CHECKPOINT,
+    StepSettings,
+    _collate,
+    load_pose_model,
+    log_columns,
+    save_pose_model,
+    select_training_instances,
+    summary_metrics,
+    train_pose_model,
+    train_step,
+    validation_instances,
+    write_log_tsv,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+         "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+         "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
+# A standing person in a unit box (x, y in 0..1).
+SHAPE = np.array([(.5, .08), (.55, .05), (.45, .05), (.6, .07), (.4, .07), (.7, .25), (.3, .25),
+                  (.8, .4), (.2, .4), (.85, .55), (.15, .55), (.62, .58), (.38, .58),
+                  (.64, .78), (.36, .78), (.65, .97), (.35, .97)])
+
+
+def _split(folder: Path, split: str, images: int, rng: np.random.Generator) -> str:
+    """Small images with two drawn persons each; returns the annotation file name."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    recs, anns = [], []
+    for i in range(images):
+        image = np.full((96, 128, 3), 60, np.uint8)
+        iid = len(recs) + 1 + (1000 if split == "val" else 0)
+        for p in range(2):
+            w, h = rng.uniform(24, 40), rng.uniform(56, 80)
+            x, y = rng.uniform(2 + 60 * p, 60 * p + 60 - w), rng.uniform(2, 94 - h)
+            kpts = np.zeros((17, 3))
+            kpts[:, :2] = SHAPE * (w, h) + (x, y) + rng.normal(0, 1.5, (17, 2))
+            kpts[:, 2] = np.where(rng.random(17) < 0.85, 2, 0)
+            for j, (u, v, vis) in enumerate(kpts):
+                if vis:
+                    color = (40 + 12 * j, 255 - 12 * j, 120 + 60 * p)
+                    cv2.circle(image, (int(u), int(v)), 2, color, -1)
+            kpts[kpts[:, 2] == 0] = 0
+            anns.append({"id": 10 * iid + p, "image_id": iid, "category_id": 1,
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+                         "keypoints": kpts.ravel().round(2).tolist(),
+                         "num_keypoints": int((kpts[:, 2] > 0).sum())})
+        name = f"{split}_{i}.png"
+        cv2.imwrite(str(folder / "images" / name), image)
+        recs.append({"id": iid, "file_name": name, "width": 128, "height": 96})
+    data = {"images": recs, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "keypoints": NAMES, "skeleton": []}]}
+    ann = f"annotations/person_keypoints_{split}.json"
+    (folder / "annotations").mkdir(exist_ok=True)
+    (folder / ann).write_text(json.dumps(data))
+    return ann
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset folder in the layout of the prepare stage (12 + 4 images, 2 persons)."""
+    folder = tmp_path_factory.mktemp("dataset")
+    rng = np.random.default_rng(0)
+    splits = {s: (_split(folder, s, n, rng), "images") for s, n in (("train", 12), ("val", 4))}
+    write_manifest(folder, splits, "synthetic")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def splits(dataset: Path) -> tuple[CocoPersons, CocoPersons]:
+    return load_split(dataset, "train"), load_split(dataset, "val")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and train_pose_model sets the count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_pose(**train: object) -> PoseParams:
+    """Tiny settings; plain fp32 (bf16 pays off only for wide layers)."""
+    settings = {"epochs": 2, "batch_size": 8, "max_samples": 16, "val_samples": 6,
+                "workers": 0, "threads": 1, "bf16": False, "channels_last": False, **train}
+    return PoseParams(width=4, hops=2, device="cpu",
+                      data=PoseDataParams(input_width=48, input_height=64),
+                      train=PoseTrainParams(**settings))  # type: ignore[arg-type]
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Killed(Exception):
+    """Stands for the process being killed after an epoch's checkpoint."""
+
+
+# --------------------------------------------------------------------------- steps and loss
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
+    train, _ = splits
+    pose = tiny_pose()
+    ds = TopDownDataset(train, training_instances(train)[:8], pose.data, train=True, seed=0)
+    batch = _collate([ds[i] for i in range(8)])
+    torch.manual_seed(0)
+    net = HintPose(4, False, False, hops=1, num_joints=17)
+    s = StepSettings(torch.device("cpu"), bf16=False, channels_last=False, instance_cue=False)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = [float(train_step(net, batch, opt, s)[0]) for _ in range(16)]
+    assert np.mean(losses[-3:]) < 0.9 * losses[0], losses
+
+
+def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> None:
+    train, val = splits
+    pose = tiny_pose(epochs=1, bf16=True, channels_last=True)  # the project's fast path
+    result = train_pose_model(train, val, pose, ModelParams(instance_cue=True, recurrent=True),
+                              None, progress=False)
+    row = result.log[0]
+    hops = [row[f"train_loss_hop{h}"] for h in (1, 2)]
+    assert result.hops == 2 and all(v > 0 for v in hops)
+    assert row["train_loss"] == pytest.approx(sum(hops))
+    assert np.isfinite(row["val_loss"]) and row["lr"] == pytest.approx(1e-3)
+    write_log_tsv(tmp_path / "log.tsv", result.log, result.hops)
+    lines = (tmp_path / "log.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == log_columns(2) == [
+        "epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss", "seconds"]
+    assert len(lines) == 2 and lines[1].startswith("1\t")
+    assert summary_metrics(result.log)["epochs"] == 1
+    assert "train_loss_hop1" not in log_columns(1)
+
+
+def test_lr_follows_the_step_schedule(splits) -> None:
+    train, _ = splits
+    pose = tiny_pose(epochs=4, lr_steps=(0.5, 0.75), max_samples=4, batch_size=4)
+    result = train_pose_model(train, None, pose, ModelParams(), None, progress=False)
+    assert [r["lr"] for r in result.log] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
+    assert all(np.isnan(r["val_loss"]) for r in result.log)
+
+
+# --------------------------------------------------------------------------- subsets and cues
+
+
+def test_training_subset_and_validation_cues_are_deterministic(splits) -> None:
+    train, val = splits
+    a = select_training_instances(train, 5, seed=3)
+    assert len(a) == 5
+    assert [i.bbox for i in a] == [i.bbox for i in select_training_instances(train, 5, seed=3)]
+    assert [i.bbox for i in a] != [i.bbox for i in select_training_instances(train, 5, seed=4)]
+    assert len(select_training_instances(train, 0, seed=3)) == len(training_instances(train))
+    cues = validation_instances(val, 3)
+    assert len(cues) == 3 and len(validation_instances(val, 0)) == len(training_instances(val))
+    assert [c.cue for c in cues] == [c.cue for c in validation_instances(val, 3)]
+    for inst in cues:  # the cue sits exactly on one of the person's labeled joints
+        labeled = inst.keypoints[inst.keypoints[:, 2] > 0, :2]
+        assert np.abs(labeled - np.array(inst.cue)).sum(1).min() == 0
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(splits, tmp_path: Path,
+                                                                   capsys) -> None:
+    train, val = splits
+    pose, model = tiny_pose(epochs=3, lr_steps=(0.5,)), ModelParams(recurrent=True, seed=5)
+    full = train_pose_model(train, val, pose, model, tmp_path / "full", progress=False)
+
+    def kill_after_first(epoch: int, row: dict[str, float]) -> None:
+        if epoch == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False,
+                         on_epoch_end=kill_after_first)
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [CHECKPOINT]
+    resumed = train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False)
+    assert "resuming" in capsys.readouterr().out
+    assert resumed.resumed_epochs == 1 and len(resumed.log) == 3
+    assert states_equal(full.model, resumed.model)
+    for a, b in zip(full.log, resumed.log, strict=True):
+        assert (a["lr"], a["train_loss"], a["val_loss"]) == (b["lr"], b["train_loss"],
+                                                            b["val_loss"])
+    # A finished run found again is not trained further.
+    again = train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False)
+    assert again.resumed_epochs == 3 and states_equal(full.model, again.model)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(splits, tmp_path: Path, capsys) -> None:
+    train, _ = splits
+    pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
+    train_pose_model(train, None, pose, ModelParams(), tmp_path, progress=False)
+    wider = replace(pose, width=6)
+    result = train_pose_model(train, None, wider, ModelParams(), tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "other settings (width)" in out and "training from scratch" in out
+    assert result.resumed_epochs == 0 and result.config["width"] == 6
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=CHECKPOINT):
+        train_pose_model(train, None, pose, ModelParams(), tmp_path, progress=False)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_or_mismatched_pretrained_file_is_a_clear_error(splits, tmp_path: Path) -> None:
+    train, _ = splits
+    pose = replace(tiny_pose(epochs=1), pretrained=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match="pose.pretrained.*nope.pth"):
+        train_pose_model(train, None, pose, ModelParams(), None, progress=False)
+    wrong = tmp_path / "w8.pth"
+    torch.save(HRNet(width=8).state_dict(), wrong)
+    with pytest.raises(ConfigError, match="w8.pth"):
+        train_pose_model(train, None, replace(pose, pretrained=str(wrong)), ModelParams(), None,
+                         progress=False)
+
+
+def test_stage_rejects_an_unknown_model_name(dataset: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("models:\n  base: {seed: 1}\n  rr: {recurrent: true}\n")
+    proc = run_stage(["--model", "nope", "--params", str(params), "--dataset", str(dataset)],
+                     tmp_path)
+    assert proc.returncode == 1
+    assert "unknown model 'nope'" in proc.stderr and "known: base, rr" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- stage, DDP
+
+
+def run_stage(args: list[str], out: Path, nproc: int = 0) -> subprocess.CompletedProcess[str]:
+    paths = ["--out", str(out / "model"), "--checkpoints", str(out / "ckpt"),
+             "--log-tsv", str(out / "log.tsv"), "--metrics", str(out / "metrics.json")]
+    script = str(ROOT / "stages" / "train.py")
+    launcher = [sys.executable]
+    if nproc:
+        launcher += ["-m", "torch.distributed.run", "--standalone",
+                     f"--nproc_per_node={nproc}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.run([*launcher, script, *args, *paths], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_stage_under_torchrun_with_two_processes(dataset: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "pose:\n  width: 4\n  hops: 2\n  device: cpu\n"
+        "  data: {input_width: 48, input_height: 64}\n"
+        "  train: {epochs: 2, batch_size: 4, max_samples: 16, val_samples: 5, workers: 1,\n"
+        "          bf16: false, channels_last: false}\n"
+        "models:\n  icrr: {instance_cue: true, recurrent: true, seed: 2}\n")
+    proc = run_stage(["--model", "icrr", "--params", str(params), "--dataset", str(dataset)],
+                     tmp_path, nproc=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Only rank 0 logs and writes: one line per epoch, one metrics line.
+    assert proc.stdout.count("epoch 1/2") == 1 and proc.stdout.count("epoch 2/2") == 1
+    assert proc.stdout.count('"train_loss"') == 1
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [CHECKPOINT]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["val_loss"])
+    header = (tmp_path / "log.tsv").read_text().splitlines()[0].split("\t")
+    assert header == log_columns(2)
+    net, config = load_pose_model(tmp_path / "model")
+    assert config["name"] == "icrr" and config["keypoint_names"] == NAMES
+    assert (config["hops"], config["instance_cue"], config["input_height"]) == (2, True, 64)
+    cue = torch.zeros(1, 1, 64, 48)
+    assert len(net(torch.zeros(1, 3, 64, 48), cue)) == 2
+
+
+def test_saved_model_round_trips(tmp_path: Path, splits) -> None:
+    train, _ = splits
+    pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
+    result = train_pose_model(train, None, pose, ModelParams(instance_cue=True), None,
+                              progress=False)
+    save_pose_model(tmp_path, result.model, result.config)
+    net, config = load_pose_model(tmp_path)
+    assert config == json.loads(json.dumps(result.config))
+    assert states_equal(net, result.model.cpu())
