@@ -39,7 +39,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from hintpose.config import ModelParams, PoseParams
-from hintpose.data.coco import CocoPersons
+from hintpose.data.coco import CocoPersons, read_json
 from hintpose.data.topdown import Instance, TopDownDataset, training_instances
 from hintpose.errors import ConfigError, DataError, HintPoseError
 from hintpose.models.hintpose import HintPose, joints_mse_loss
@@ -597,13 +597,7 @@ def load_pose_model(model_dir: Path, device: str | torch.device = "cpu") -> tupl
     """Rebuild a model written by :func:`save_pose_model`; returns (model in eval mode,
     config)."""
     model_dir = Path(model_dir)
-    cfg_path = model_dir / MODEL_CONFIG
-    if not cfg_path.is_file():
-        raise DataError(f"{cfg_path}: model description not found (run the train stage)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{cfg_path}: malformed JSON ({exc})") from None
+    config = read_json(model_dir / MODEL_CONFIG, "model description (run the train stage)")
     net = build_model(config)
     weights = model_dir / MODEL_WEIGHTS
     if not weights.is_file():
@@ -611,5 +605,5 @@ def load_pose_model(model_dir: Path, device: str | torch.device = "cpu") -> tupl
     try:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as exc:
-        raise DataError(f"{weights}: does not fit {cfg_path.name} ({str(exc)[:300]})") from None
+        raise DataError(f"{weights}: does not fit {MODEL_CONFIG} ({str(exc)[:300]})") from None
     return net.to(device).eval(), config
