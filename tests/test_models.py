@@ -13,8 +13,9 @@ from torch import nn
 from hintpose.models.hintpose import HintPose, joints_mse_loss
 from hintpose.models.hrnet import HRNet, load_pretrained
 
-REFERENCE = (Path(__file__).resolve().parents[2] / "shared" / "reference"
-             / "hrnet_official_state_dict_shapes.json")
+#: Names and shapes of the official PoseHighResolutionNet state dicts (W32, W48), a copy of
+#: ../shared/reference/hrnet_official_state_dict_shapes.json kept with the tests.
+REFERENCE = Path(__file__).resolve().parent / "data" / "hrnet_official_state_dict_shapes.json"
 H, W = 64, 48  # small input: heatmaps 16 x 12
 
 
