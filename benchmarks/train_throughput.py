@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
@@ -39,10 +41,13 @@ def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, 
             torch.ones(batch, joints, 1), torch.rand(batch, 1, h, w))
     for _ in range(warmup):
         train_step(net, data, opt, s)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(iters):
+        t0 = time.perf_counter()
         train_step(net, data, opt, s)
-    return batch * iters / (time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+    # The median step: robust to a step slowed by another process on a small shared machine.
+    return batch / statistics.median(times)
 
 
 def main() -> None:
@@ -66,7 +71,12 @@ def main() -> None:
         torch.set_num_threads(pose.train.threads)
     default = (pose.data.input_width, pose.data.input_height)
     run = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"load average {load:.2f}")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print("warning: the machine is busy; with two threads per step, other processes slow "
+              "training far more than their share")
 
     # The project's path: what hintpose.training does with pose.train.bf16/channels_last.
     cpu = torch.device("cpu")
@@ -95,7 +105,9 @@ def main() -> None:
     results["default_size"] = f"W{pose.width} {default[1]}x{default[0]}"
     results["rr_hops"] = pose.hops
     results["rr_cost_ratio"] = round(results["default_img_s"] / results["default_rr_img_s"], 3)
-    results["bf16_speedup_w32"] = round(results["train_img_s"] / results["fp32_plain_img_s"], 3)
+    results["speedup_w32"] = round(results["train_img_s"] / results["fp32_plain_img_s"], 3)
+    results["load_start"] = round(load, 2)
+    results["load_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results))
 
 
