@@ -366,9 +366,13 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any],
+                     verbose: bool = True) -> dict[str, Any] | None:
     """The checkpoint at ``path`` when it belongs to this run; None (with a printed note)
     when it was made with other settings. An unreadable file is a DataError."""
+    if verbose:  # rank 0: leftovers of a save that was interrupted
+        for stale in path.parent.glob(f"{path.name}.tmp*"):
+            stale.unlink(missing_ok=True)
     if not path.is_file():
         return None
     try:
@@ -380,8 +384,9 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] 
     if stored != fingerprint:
         keys = sorted(k for k in set(stored) | set(fingerprint)
                       if stored.get(k) != fingerprint.get(k))
-        print(f"note: {path} was made with other settings ({', '.join(keys)}); "
-              "training from scratch", flush=True)
+        if verbose:
+            print(f"note: {path} was made with other settings ({', '.join(keys)}); "
+                  "training from scratch", flush=True)
         return None
     return ckpt
 
@@ -465,7 +470,8 @@ def train_pose_model(
     log: list[dict[str, float]] = []
     start = 0
     ckpt_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
-    ckpt = _load_checkpoint(ckpt_path, fingerprint) if ckpt_path is not None else None
+    ckpt = (_load_checkpoint(ckpt_path, fingerprint, info.is_main)
+            if ckpt_path is not None else None)
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
