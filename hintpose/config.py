@@ -227,12 +227,32 @@ def _default_models() -> dict[str, ModelParams]:
 
 
 @dataclass(frozen=True)
+class EvalParams:
+    """``eval``: top-down inference on detector and GT boxes, HRNet's post-processing."""
+
+    #: Detector boxes narrower or lower than this many pixels are dropped (the paper: 32).
+    min_box_size: float = field(default=32.0, metadata={"min": 0})
+    #: Detector boxes scoring below this are dropped (HRNet's published configs: 0).
+    score_thr: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    #: Keypoint scores above this count in the instance score (HRNet's in_vis_thre).
+    in_vis_thr: float = field(default=0.2, metadata={"min": 0, "max": 1})
+    #: OKS threshold of the per-image OKS-NMS; ``soft_nms`` selects soft OKS-NMS instead.
+    nms_thr: float = field(default=0.9, metadata={"gt": 0, "max": 1})
+    soft_nms: bool = False
+    #: HRNet's flip test (average with the mirrored input's heatmaps, shifted one pixel).
+    flip_test: bool = True
+    batch_size: int = field(default=32, metadata={"min": 1})
+    workers: int = field(default=1, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
     dataset: DatasetParams = _sub(DatasetParams)
     pose: PoseParams = _sub(PoseParams)
     models: dict[str, ModelParams] = field(default_factory=_default_models)
+    eval: EvalParams = _sub(EvalParams)
 
     def __post_init__(self) -> None:
         for name in self.models:

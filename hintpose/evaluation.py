@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,10 +37,32 @@ def _load_gt(gt: str | Path | dict[str, Any]) -> COCO:
     return coco
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _load_results(results: str | Path | Sequence[dict[str, Any]], gt: COCO) -> list[dict]:
+    """The results as a list, each entry checked: an object with 3 x J finite keypoint values
+    (J from the GT's category) and a finite score; otherwise a DataError naming the entry."""
+    source = str(results) if isinstance(results, str | Path) else "results"
     dets = read_json(results, "results file") if isinstance(results, str | Path) else results
     if not isinstance(dets, list):
-        raise DataError(f"{results}: results must be a JSON list of detections")
+        raise DataError(f"{source}: results must be a JSON list of detections")
+    num_joints = len(gt.loadCats(gt.getCatIds())[0]["keypoints"])
+    for i, det in enumerate(dets):
+        if not isinstance(det, dict):
+            raise DataError(f"{source}: entry {i} is not a JSON object: {str(det)[:80]}")
+        kpts = det.get("keypoints")
+        if not isinstance(kpts, list) or len(kpts) != 3 * num_joints:
+            got = len(kpts) if isinstance(kpts, list) else repr(kpts)[:40]
+            raise DataError(f"{source}: entry {i} has {got} keypoint values; the ground truth "
+                            f"needs {3 * num_joints} (3 x {num_joints} joints)")
+        if not all(map(_is_number, kpts)):
+            raise DataError(f"{source}: entry {i} has keypoint values that are not finite "
+                            "numbers (NaN, inf or not a number)")
+        if not _is_number(det.get("score")):
+            raise DataError(f"{source}: entry {i} needs a finite score, got "
+                            f"{det.get('score')!r}")
     unknown = sorted({d.get("image_id") for d in dets} - set(gt.getImgIds()), key=str)
     if unknown:
         raise DataError(f"results refer to image ids not in the ground truth: {unknown[:10]}")

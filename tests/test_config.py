@@ -76,3 +76,19 @@ def test_models_section(tmp_path: Path) -> None:
         load_params(write(tmp_path, {"models": {"m": {"instance_cue": "yes"}}}))
     with pytest.raises(ConfigError, match="params.yaml: models.m.cue is not a known key"):
         load_params(write(tmp_path, {"models": {"m": {"cue": True}}}))
+
+
+def test_eval_section(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, {}))
+    assert params.eval.min_box_size == 32 and params.eval.nms_thr == 0.9
+    assert params.eval.in_vis_thr == 0.2 and not params.eval.soft_nms
+    shipped = load_params(ROOT / "params.yaml").eval
+    assert shipped.min_box_size == 32 and shipped.flip_test
+    with pytest.raises(ConfigError, match="params.yaml: eval.nms_thr must be > 0, got 0.0"):
+        load_params(write(tmp_path, {"eval": {"nms_thr": 0}}))
+    with pytest.raises(ConfigError, match="params.yaml: eval.score_thr must be <= 1, got 2.0"):
+        load_params(write(tmp_path, {"eval": {"score_thr": 2}}))
+    with pytest.raises(ConfigError, match="params.yaml: eval.soft_nms must be true or false"):
+        load_params(write(tmp_path, {"eval": {"soft_nms": "yes"}}))
+    with pytest.raises(ConfigError, match="params.yaml: eval.batch_size must be >= 1"):
+        load_params(write(tmp_path, {"eval": {"batch_size": 0}}))

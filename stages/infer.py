@@ -1,0 +1,109 @@
+"""Stage infer@<model>: run one trained pose model on the val split, on detector and GT boxes.
+
+For each box mode (``det``: the detections file; ``gt``: the GT persons HRNet evaluates with)
+the output folder gets flip-tested heatmaps as one float16 array (``heatmaps_<mode>.npy``),
+the instance index (``instances_<mode>.csv``, row i = heatmap i) and COCO keypoint results
+after decoding, rescoring and OKS-NMS (``results_<mode>.json``); ``infer.json`` records the
+model and settings. Instance-cue models run once per (box, cue) with cues from ``--cues`` (a
+list aligned with the detections); GT boxes take the cue points of their image that lie
+inside them. A box without a cue (or every box, without ``--cues``) uses its center; those
+fallbacks are counted in the metrics JSON. Everything is written to ``<out>.partial`` first
+and replaces ``<out>`` only when complete.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from hintpose.cli import run
+from hintpose.config import load_params
+from hintpose.data.coco import load_split
+from hintpose.errors import DataError
+from hintpose.inference import (
+    cues_inside,
+    gt_boxes,
+    inference_files,
+    read_boxes,
+    read_cues,
+    run_inference,
+    with_cues,
+)
+from hintpose.training import bf16_supported, load_pose_model, resolve_device
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model-dir", type=Path, required=True, help="output of train@<model>")
+    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--detections", type=Path, required=True,
+                    help="COCO results JSON of person boxes on the val split")
+    ap.add_argument("--cues", type=Path, default=None,
+                    help="instance cues, a JSON list aligned with the detections")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    if not args.model_dir.is_dir():
+        raise DataError(f"{args.model_dir}: model folder not found (run the train stage)")
+    coco = load_split(args.dataset, "val")
+    detections = read_boxes(args.detections, coco)
+    gt = gt_boxes(coco)
+    if args.cues is not None:
+        detections = with_cues(detections, read_cues(args.cues, detections,
+                                                     str(args.detections)))
+        gt = with_cues(gt, cues_inside(gt, detections))
+    device = resolve_device(params.pose.device)
+    train = params.pose.train
+    if train.threads > 0:
+        torch.set_num_threads(train.threads)
+    net, config = load_pose_model(args.model_dir, device)
+    if train.channels_last:
+        net.to(memory_format=torch.channels_last)
+    bf16 = train.bf16 and bf16_supported(device)
+
+    tmp = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    name = config.get("name", args.model_dir.name)
+    metrics = {"model": name, "instance_cue": bool(config["instance_cue"]),
+               "recurrent": bool(config["recurrent"]),
+               "cues": None if args.cues is None else str(args.cues)}
+    modes = (("det", detections, str(args.detections), True),
+             ("gt", gt, f"GT boxes of {coco.annotation_file}", False))
+    for mode, boxes, source, filter_boxes in modes:
+        files = inference_files(tmp, mode)
+        out = run_inference(net, config, coco, boxes, source, files["heatmaps"], params.eval,
+                            device, bf16, train.channels_last, filter_boxes)
+        out.index.to_csv(files["index"], index=False)
+        files["results"].write_text(json.dumps(out.results) + "\n")
+        metrics[mode] = out.stats
+        note = ""
+        if config["instance_cue"] and out.stats["cue_fallbacks"]:
+            note = (f"; {out.stats['cue_fallbacks']} of {out.stats['boxes']} boxes had no cue "
+                    "and used their center")
+        print(f"infer {name} ({mode}): {out.stats['instances']} instances from "
+              f"{out.stats['boxes']} boxes in {out.stats['seconds']} s, "
+              f"{out.stats['results']} poses after OKS-NMS{note}")
+    settings = {"model": config, "eval": dataclasses.asdict(params.eval), "bf16": bf16,
+                "device": str(device), "cues": metrics["cues"]}
+    (tmp / "infer.json").write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.rmtree(args.out, ignore_errors=True)
+    tmp.rename(args.out)
+    write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run(main)

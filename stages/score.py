@@ -1,0 +1,127 @@
+"""Stage score: COCO keypoint AP of every result set, overall and by crowd level, and the table.
+
+Result sets: each model of ``models`` in the params file (``<infer>/<model>/results_det.json``
+and ``results_gt.json``, written by infer@<model>) plus any ``--results NAME=DIR`` (``ensemble``,
+``ensemble_posefix``: a folder with ``results_det.json`` and/or ``results_gt.json``). Writes
+one metrics JSON per result set (``<scores>/<name>_<boxes>.json``), the results CSV (one row
+per result set), the report's table as Markdown and CSV, and AP by crowd level as CSV and PNG.
+Every result set is scored before anything is written; files are replaced atomically.
+"""
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hintpose.cli import run
+from hintpose.config import load_params
+from hintpose.data.coco import load_split, read_json
+from hintpose.errors import ConfigError, DataError
+from hintpose.inference import inference_files
+from hintpose.results import (
+    BOX_MODES,
+    ENSEMBLE,
+    ENSEMBLE_POSEFIX,
+    crowd_frame,
+    method_of,
+    plot_ap_by_crowd,
+    report_table,
+    results_frame,
+    score_results,
+    table_markdown,
+)
+
+
+def atomic(path: Path) -> Path:
+    """A temporary sibling of ``path`` to write first and ``os.replace`` onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = atomic(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def result_sets(infer_dir: Path, models: list[str],
+                extras: list[str]) -> list[tuple[str, str, Path]]:
+    """(name, boxes, results file) of every result set to score; a missing one is an error."""
+    sets = []
+    for model in models:
+        folder = infer_dir / model
+        if not folder.is_dir():
+            raise DataError(f"{folder}: inference output of model {model!r} not found (run "
+                            f"infer@{model})")
+        for boxes in BOX_MODES:
+            path = inference_files(folder, boxes)["results"]
+            if not path.is_file():
+                raise DataError(f"{path}: results of model {model!r} with {boxes} boxes not "
+                                f"found (run infer@{model})")
+            sets.append((model, boxes, path))
+    for spec in extras:
+        name, sep, folder_name = spec.partition("=")
+        if not sep or name not in (ENSEMBLE, ENSEMBLE_POSEFIX):
+            raise ConfigError(f"--results {spec!r}: expected {ENSEMBLE}=DIR or "
+                              f"{ENSEMBLE_POSEFIX}=DIR")
+        folder = Path(folder_name)
+        found = [(name, b, inference_files(folder, b)["results"]) for b in BOX_MODES]
+        found = [s for s in found if s[2].is_file()]
+        if not found:
+            raise DataError(f"{folder}: no results_det.json or results_gt.json for {name}")
+        sets += found
+    return sets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--infer", type=Path, default=Path("data/infer"),
+                    help="parent folder of the infer@<model> outputs")
+    ap.add_argument("--results", action="append", default=[], metavar="NAME=DIR",
+                    help="more result sets: ensemble=DIR, ensemble_posefix=DIR")
+    ap.add_argument("--scores", type=Path, default=Path("metrics/scores"),
+                    help="folder of one metrics JSON per result set")
+    ap.add_argument("--csv", type=Path, default=Path("metrics/results.csv"))
+    ap.add_argument("--table", type=Path, default=Path("metrics/results_table"),
+                    help="the report's table, written as <table>.md and <table>.csv")
+    ap.add_argument("--crowd-plot", type=Path, default=Path("metrics/plots/ap_by_crowd"),
+                    help="AP by crowd level, written as <crowd-plot>.csv and .png")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    gt = load_split(args.dataset, "val").data
+    sets = result_sets(args.infer, list(params.models), args.results)
+    methods = {name: method_of(name) for name, _, _ in sets if name not in params.models}
+    methods.update({name: method_of(name, m.instance_cue, m.recurrent)
+                    for name, m in params.models.items()})
+    records = []
+    for name, boxes, path in tqdm(sets, desc="score", unit="result set"):
+        records.append(score_results(gt, read_json(path, "results file"), name, boxes))
+    results = results_frame(records)
+    table = report_table(results, methods)
+
+    tmp = args.scores.with_name(args.scores.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for rec in records:  # the name and box mode are in the file name: numbers only
+        numbers = {k: v for k, v in rec.items() if k not in ("name", "boxes")}
+        (tmp / f"{rec['name']}_{rec['boxes']}.json").write_text(json.dumps(numbers, indent=2)
+                                                                 + "\n")
+    shutil.rmtree(args.scores, ignore_errors=True)
+    tmp.rename(args.scores)
+    write_text(args.csv, results.to_csv(index=False, float_format="%.6g"))
+    write_text(args.table.with_suffix(".csv"), table.to_csv(index=False))
+    write_text(args.table.with_suffix(".md"), table_markdown(table))
+    write_text(args.crowd_plot.with_suffix(".csv"), crowd_frame(results).to_csv(index=False))
+    png = atomic(args.crowd_plot.with_suffix(".png"))
+    plot_ap_by_crowd(results, png)
+    os.replace(png, args.crowd_plot.with_suffix(".png"))
+    print(table_markdown(table))
+
+
+if __name__ == "__main__":
+    run(main)

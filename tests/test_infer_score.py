@@ -1,0 +1,333 @@
+"""The infer and score stages on a tiny dataset with tiny random models: consistent outputs,
+cue fallbacks counted, bad inputs stopped with one message, the results CSV and table."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from hintpose.config import DatasetParams, ModelParams, PoseDataParams, PoseParams
+from hintpose.data.prepare import prepare_dataset
+from hintpose.errors import DataError
+from hintpose.inference import (
+    INDEX_COLUMNS,
+    cues_inside,
+    inference_files,
+    read_boxes,
+    read_cues,
+    read_instance_index,
+)
+from hintpose.results import (
+    RESULT_COLUMNS,
+    TABLE_ROWS,
+    format_cell,
+    mean_spread,
+    method_of,
+    report_table,
+    results_frame,
+)
+from hintpose.training import build_model, model_config, save_pose_model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"baseline": (False, False), "ic_a": (True, False), "ic_b": (True, False),
+          "rr_a": (False, True), "icrr_a": (True, True)}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny val split, tiny random models, jittered GT boxes as detections, cues, params."""
+    root = tmp_path_factory.mktemp("infer")
+    val = prepare_dataset(root / "dataset", DatasetParams(train_images=2, val_images=4),
+                          progress=False)["val"]
+    pose = PoseParams(width=4, hops=2, data=PoseDataParams(input_width=48, input_height=64))
+    for name in ("baseline", "ic_a"):
+        ic, rr = MODELS[name]
+        config = {"name": name, **model_config(pose, ModelParams(ic, rr, 1), val)}
+        torch.manual_seed(0)
+        save_pose_model(root / "models" / name, build_model(config), config)
+    rng = np.random.default_rng(0)
+    dets = []
+    for ann in val.training_persons():
+        x, y, w, h = ann["bbox"]
+        dets.append({"image_id": ann["image_id"], "category_id": 1,
+                     "bbox": [x + rng.normal(0, 2), y + rng.normal(0, 2), w, h],
+                     "score": float(rng.uniform(0.3, 1.0))})
+    dets.append({"image_id": dets[0]["image_id"], "category_id": 1, "bbox": [5, 5, 20, 60],
+                 "score": 0.9})  # narrower than 32: dropped
+    (root / "det.json").write_text(json.dumps(dets))
+    cues = []
+    for i, d in enumerate(dets):  # 0, 1 or 2 cues per box
+        x, y, w, h = d["bbox"]
+        points = [[x + w * 0.5, y + h * 0.3, 0.9], [x + w * 0.4, y + h * 0.7, 0.5]][: i % 3]
+        cues.append({**d, "cues": points})
+    (root / "cues.json").write_text(json.dumps(cues))
+    params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params["models"] = {k: {"instance_cue": ic, "recurrent": rr, "seed": 1}
+                        for k, (ic, rr) in MODELS.items()}
+    # One thread: tiny models gain nothing from two, and stall badly when the cores are busy.
+    params["pose"]["train"].update(threads=1, channels_last=False, bf16=False)
+    params["pose"]["device"] = "cpu"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def run_stage(script: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a stage script in this process (no second torch import)."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / "stages" / script), run_name="__main__")
+
+
+def infer_args(work: Path, model: str, *extra: str) -> list[str]:
+    return ["--params", str(work / "params.yaml"), "--model-dir", str(work / "models" / model),
+            "--dataset", str(work / "dataset"), "--detections", str(work / "det.json"),
+            "--out", str(work / "infer" / model), "--metrics",
+            str(work / "metrics" / f"{model}.json"), *extra]
+
+
+def stage_error(script: str, args: list[str], monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a stage expected to fail; return its one-line error message."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_stage(script, args, monkeypatch)
+    assert info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+def test_infer_writes_consistent_heatmaps_index_and_results(work: Path, monkeypatch) -> None:
+    run_stage("infer.py", infer_args(work, "baseline"), monkeypatch)
+    out = work / "infer" / "baseline"
+    metrics = json.loads((work / "metrics" / "baseline.json").read_text())
+    dets = json.loads((work / "det.json").read_text())
+    small = sum(min(d["bbox"][2:]) < 32 for d in dets)
+    assert metrics["det"]["boxes_in"] == len(dets) and metrics["det"]["dropped_small"] == small
+    assert metrics["det"]["cue_fallbacks"] == 0  # no cue input: nothing to fall back from
+    for boxes in ("det", "gt"):
+        files = inference_files(out, boxes)
+        heat = np.load(files["heatmaps"], mmap_mode="r")
+        index = read_instance_index(files["index"])
+        assert tuple(index.columns) == INDEX_COLUMNS
+        assert heat.dtype == np.float16 and heat.shape == (len(index), 17, 16, 12)
+        assert len(index) == metrics[boxes]["instances"] == metrics[boxes]["boxes"]
+        assert (index["cue_index"] == -1).all() and index["cue_x"].isna().all()
+        assert np.isfinite(heat).all()
+        results = json.loads(files["results"].read_text())
+        assert len(results) == metrics[boxes]["results"] <= len(index)
+        assert all(len(r["keypoints"]) == 51 and r["category_id"] == 1 for r in results)
+        assert {r["image_id"] for r in results} <= set(index["image_id"])
+    gt = read_instance_index(inference_files(out, "gt")["index"])
+    assert (gt["box_score"] == 1.0).all() and len(gt) == len(dets) - 1
+    assert not (work / "infer" / "baseline.partial").exists()
+    assert json.loads((out / "infer.json").read_text())["model"]["name"] == "baseline"
+
+
+def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkeypatch) -> None:
+    run_stage("infer.py", infer_args(work, "ic_a"), monkeypatch)  # no cues: all at the center
+    metrics = json.loads((work / "metrics" / "ic_a.json").read_text())
+    for boxes in ("det", "gt"):
+        assert metrics[boxes]["cue_fallbacks"] == metrics[boxes]["boxes"] > 0
+    run_stage("infer.py", infer_args(work, "ic_a", "--cues", str(work / "cues.json")),
+              monkeypatch)
+    metrics = json.loads((work / "metrics" / "ic_a.json").read_text())
+    index = read_instance_index(work / "infer/ic_a/instances_det.csv")
+    cues = json.loads((work / "cues.json").read_text())
+    kept = sorted(set(index["box_index"]))
+    assert len(index) == sum(max(1, len(cues[b]["cues"])) for b in kept)
+    assert metrics["det"]["cue_fallbacks"] == sum(not cues[b]["cues"] for b in kept)
+    for b in kept:  # cue i of box b is the i-th point of its cue list
+        rows = index[index["box_index"] == b]
+        expected = [p[:2] for p in cues[b]["cues"]] or [[np.nan, np.nan]]
+        np.testing.assert_allclose(rows[["cue_x", "cue_y"]].to_numpy(), expected)
+        assert rows["cue_index"].tolist() == (list(range(len(cues[b]["cues"]))) or [-1])
+    heat = np.load(work / "infer/ic_a/heatmaps_det.npy", mmap_mode="r")
+    assert heat.shape[0] == len(index)
+    assert 0 < metrics["gt"]["cue_fallbacks"] < metrics["gt"]["boxes"]
+
+
+def test_cues_inside_boxes() -> None:
+    records = [{"image_id": 1, "cues": [[10, 10, 0.5], [50, 50, 0.9]]},
+               {"image_id": 1, "cues": [[10, 10, 0.7]]},  # the same peak seen from another box
+               {"image_id": 2, "cues": [[12, 12, 1.0]]}]
+    boxes = [{"image_id": 1, "bbox": [0, 0, 60, 60]}, {"image_id": 1, "bbox": [0, 0, 20, 20]},
+             {"image_id": 3, "bbox": [0, 0, 20, 20]}]
+    assert cues_inside(boxes, records) == [[[50, 50, 0.9], [10, 10, 0.7]], [[10, 10, 0.7]], []]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[{", "det.json: malformed JSON"),
+        ('{"image_id": 1}', "det.json: detections must be a JSON list"),
+        ('[{"image_id": 999, "bbox": [0, 0, 50, 50], "score": 1}]',
+         "det.json: entry 0 refers to unknown image id 999"),
+        ('[{"image_id": 1, "bbox": [0, 0, 50], "score": 1}]',
+         "det.json: entry 0 needs a bbox of 4 finite numbers"),
+        ('[{"image_id": 1, "bbox": [0, 0, 50, NaN], "score": 1}]',
+         "det.json: entry 0 needs a bbox of 4 finite numbers"),
+        ('[{"image_id": 1, "bbox": [0, 0, 50, 50]}]', "det.json: entry 0 needs a finite number"),
+        ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 50, 50], "score": 1}]',
+         "det.json: entry 0 has category_id 3"),
+    ],
+)
+def test_bad_detections_file(work: Path, tmp_path: Path, content: str, message: str) -> None:
+    from hintpose.data.coco import load_split
+
+    bad = tmp_path / "det.json"
+    bad.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_boxes(bad, load_split(work / "dataset", "val"))
+
+
+def test_misaligned_cues_file(tmp_path: Path) -> None:
+    boxes = [{"image_id": 1, "bbox": [0.0, 0.0, 50.0, 50.0], "score": 1.0}]
+    path = tmp_path / "cues.json"
+    path.write_text(json.dumps([]))
+    with pytest.raises(DataError, match="cues.json: 0 entries but det.json has 1 boxes"):
+        read_cues(path, boxes, "det.json")
+    path.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 60, 50], "cues": []}]))
+    with pytest.raises(DataError, match="cues.json: entry 0 .* does not match box 0"):
+        read_cues(path, boxes, "det.json")
+    path.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 50, 50], "cues": [[1, 2]]}]))
+    with pytest.raises(DataError, match=r"cues.json: entry 0 needs cues as a list of \[x, y"):
+        read_cues(path, boxes, "det.json")
+
+
+def test_infer_errors_keep_earlier_outputs(work: Path, tmp_path: Path, monkeypatch,
+                                           capsys) -> None:
+    run_stage("infer.py", infer_args(work, "baseline"), monkeypatch)
+    out = work / "infer" / "baseline"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    dets = json.loads((work / "det.json").read_text())
+    dets[-1]["image_id"] = 4242
+    bad = tmp_path / "det.json"
+    bad.write_text(json.dumps(dets))
+    args = infer_args(work, "baseline")
+    args[args.index("--detections") + 1] = str(bad)
+    msg = stage_error("infer.py", args, monkeypatch, capsys)
+    assert msg == (f"error: {bad}: entry {len(dets) - 1} refers to unknown image id 4242 (not "
+                   "in person_keypoints_val.json)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    args = infer_args(work, "baseline")
+    args[args.index("--model-dir") + 1] = str(work / "models" / "nope")
+    msg = stage_error("infer.py", args, monkeypatch, capsys)
+    assert msg == f"error: {work / 'models' / 'nope'}: model folder not found (run the train stage)"
+
+
+# --------------------------------------------------------------------------- score
+
+
+def fake_results(work: Path, noise: float, seed: int) -> list[dict]:
+    """GT poses with pixel noise, as a model would predict them on GT boxes."""
+    gt = json.loads((work / "dataset/annotations/person_keypoints_val.json").read_text())
+    rng = np.random.default_rng(seed)
+    out = []
+    for ann in gt["annotations"]:
+        if ann.get("iscrowd") or not ann["num_keypoints"]:
+            continue
+        k = np.asarray(ann["keypoints"], float).reshape(-1, 3)
+        k[:, :2] += rng.normal(0, noise, (len(k), 2))
+        k[:, 2] = 0.9
+        out.append({"image_id": ann["image_id"], "category_id": 1,
+                    "keypoints": k.ravel().round(2).tolist(), "score": 0.9})
+    return out
+
+
+@pytest.fixture(scope="module")
+def scored(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The score stage over fake result sets of every model and an ensemble."""
+    root = tmp_path_factory.mktemp("score")
+    for i, name in enumerate([*MODELS, "ensemble"]):
+        for j, boxes in enumerate(("det", "gt")):
+            folder = root / ("ensemble" if name == "ensemble" else f"infer/{name}")
+            folder.mkdir(parents=True, exist_ok=True)
+            path = inference_files(folder, boxes)["results"]
+            path.write_text(json.dumps(fake_results(work, 1.0 + i + j, i)))
+    args = ["--params", str(work / "params.yaml"), "--dataset", str(work / "dataset"),
+            "--infer", str(root / "infer"), "--results", f"ensemble={root / 'ensemble'}",
+            "--scores", str(root / "metrics/scores"), "--csv", str(root / "metrics/results.csv"),
+            "--table", str(root / "metrics/results_table"),
+            "--crowd-plot", str(root / "metrics/plots/ap_by_crowd")]
+    mp = pytest.MonkeyPatch()
+    try:
+        run_stage("score.py", args, mp)
+    finally:
+        mp.undo()
+    return root
+
+
+def test_score_writes_results_csv_metrics_and_plot(scored: Path) -> None:
+    results = pd.read_csv(scored / "metrics/results.csv")
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert len(results) == 2 * (len(MODELS) + 1)
+    assert set(results["boxes"]) == {"det", "gt"}
+    ap = results.set_index(["name", "boxes"])["AP"]
+    assert ap[("baseline", "det")] > ap[("ensemble", "gt")]  # 1 px noise vs 7 px
+    for _, row in results.iterrows():
+        metrics = json.loads((scored / f"metrics/scores/{row['name']}_{row['boxes']}.json")
+                             .read_text())
+        assert metrics["AP"] == pytest.approx(row["AP"], abs=1e-6)
+        assert {"AR50", "ARl", "AR_hard", "AP_easy"} <= set(metrics)
+    assert len(list((scored / "metrics/scores").iterdir())) == len(results)
+    crowd = pd.read_csv(scored / "metrics/plots/ap_by_crowd.csv")
+    assert list(crowd.columns) == ["label", "name", "boxes", "crowd", "AP"]
+    assert (scored / "metrics/plots/ap_by_crowd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_table_rows_and_mean_spread(scored: Path) -> None:
+    table = pd.read_csv(scored / "metrics/results_table.csv")
+    assert list(table.columns) == ["boxes", "method", "AP", "AR", "AP50", "AP75", "APm", "APl",
+                                   "hard-crowd AP", "models"]
+    det = table[table["boxes"] == "det"].set_index("method")
+    assert list(det.index) == list(TABLE_ROWS)
+    assert det.loc["Instance cue", "models"] == "ic_a, ic_b"
+    results = pd.read_csv(scored / "metrics/results.csv").set_index(["name", "boxes"])
+    a, b = results.loc[("ic_a", "det"), "AP"], results.loc[("ic_b", "det"), "AP"]
+    assert det.loc["Instance cue", "AP"] == (f"{(a + b) / 2 * 100:.1f} ± "
+                                             f"{abs(a - b) / 2 * 100:.1f}")
+    assert det.loc["HRNet baseline", "AP"] == f"{results.loc[('baseline', 'det'), 'AP'] * 100:.1f}"
+    assert det.loc["Ensemble + PoseFix", "AP"] == "—"
+    md = (scored / "metrics/results_table.md").read_text()
+    assert "## Detector boxes" in md and "## GT boxes" in md
+    assert "| Instance cue | " + det.loc["Instance cue", "AP"] in md
+
+
+def test_score_names_the_missing_result_set(work: Path, scored: Path, monkeypatch,
+                                            capsys) -> None:
+    before = (scored / "metrics/results.csv").read_bytes()
+    args = ["--params", str(work / "params.yaml"), "--dataset", str(work / "dataset"),
+            "--infer", str(scored / "nowhere"), "--csv", str(scored / "metrics/results.csv")]
+    msg = stage_error("score.py", args, monkeypatch, capsys)
+    assert msg == (f"error: {scored / 'nowhere' / 'baseline'}: inference output of model "
+                   "'baseline' not found (run infer@baseline)")
+    assert (scored / "metrics/results.csv").read_bytes() == before
+
+
+def test_table_rows_follow_the_model_settings() -> None:
+    assert method_of("x", False, False) == "HRNet baseline"
+    assert method_of("whatever", True, False) == "Instance cue"
+    assert method_of("baseline", False, True) == "Recurrent refinement"  # settings, not name
+    assert method_of("y", True, True) == "I.C.+R.R."
+    assert method_of("ensemble_posefix") == "Ensemble + PoseFix"
+    with pytest.raises(ValueError, match="neither an ensemble"):
+        method_of("foo")
+    assert mean_spread([0.70, 0.74]) == pytest.approx((0.72, 0.02))
+    assert format_cell([0.70, 0.74]) == "72.0 ± 2.0"
+    assert format_cell([0.705]) == "70.5"
+    assert format_cell([float("nan")]) == "—"
+    rows = [{"name": n, "boxes": "det", "AP": ap, "AP_hard": None}
+            for n, ap in (("m1", 0.5), ("m2", 0.6), ("m3", 0.7))]
+    table = report_table(results_frame(rows), {"m1": "Instance cue", "m2": "Instance cue",
+                                               "m3": "HRNet baseline"})
+    assert table.set_index("method").loc["Instance cue", "AP"] == "55.0 ± 5.0"
+    assert table.set_index("method").loc["Instance cue", "hard-crowd AP"] == "—"
+    assert table["boxes"].unique().tolist() == ["det"]
