@@ -78,9 +78,8 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     name = config.get("name", args.model_dir.name)
-    metrics = {"model": name, "instance_cue": bool(config["instance_cue"]),
-               "recurrent": bool(config["recurrent"]),
-               "cues": None if args.cues is None else str(args.cues)}
+    metrics = {"instance_cue": bool(config["instance_cue"]),
+               "recurrent": bool(config["recurrent"]), "cues_file": args.cues is not None}
     modes = (("det", detections, str(args.detections), True),
              ("gt", gt, f"GT boxes of {coco.annotation_file}", False))
     for mode, boxes, source, filter_boxes in modes:
@@ -98,7 +97,8 @@ def main() -> None:
               f"{out.stats['boxes']} boxes in {out.stats['seconds']} s, "
               f"{out.stats['results']} poses after OKS-NMS{note}")
     settings = {"model": config, "eval": dataclasses.asdict(params.eval), "bf16": bf16,
-                "device": str(device), "cues": metrics["cues"]}
+                "device": str(device), "detections": str(args.detections),
+                "cues": None if args.cues is None else str(args.cues)}
     (tmp / "infer.json").write_text(json.dumps(settings, indent=2) + "\n")
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)
