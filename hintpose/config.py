@@ -209,6 +209,40 @@ class PoseParams:
 
 
 @dataclass(frozen=True)
+class DetectorTrainParams:
+    """``detector.train``: the schedule of the detector trained on the embedded data."""
+
+    epochs: int = field(default=7, metadata={"min": 1})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    lr: float = field(default=0.004, metadata={"gt": 0})
+    workers: int = field(default=0, metadata={"min": 0})
+    #: Validate (person box AP on ``val_images`` val images) every this many epochs.
+    val_interval: int = field(default=1, metadata={"min": 1})
+    val_images: int = field(default=100, metadata={"min": 0})
+    #: Intra-op threads (torch.set_num_threads); 0 leaves torch's default.
+    threads: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """``detector``: which detector, and how its boxes are filtered."""
+
+    #: An MMDetection 3.x config: a path in the repository, or one shipped inside mmdet
+    #: (``mmdet::htc/htc_x101-64x4d-dconv-c3-c5_fpn_ms-400-1400-16xb1-20e_coco.py``, or the
+    #: same without the ``mmdet::`` prefix when no such local file exists).
+    config: str = "configs/detector/fcos_person.py"
+    #: Weights for ``config``; empty: train the config on the train split.
+    checkpoint: str = ""
+    seed: int = field(default=1, metadata={"min": 0})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    score_thr: float = field(default=0.2, metadata={"min": 0, "max": 1})
+    #: Boxes narrower or lower than this (pixels) are dropped.
+    min_box_size: float = field(default=32.0, metadata={"min": 0})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    train: DetectorTrainParams = _sub(DetectorTrainParams)
+
+
+@dataclass(frozen=True)
 class ModelParams:
     """One entry of ``models``: which HintPose additions a pose model has, and its seed."""
 
@@ -250,6 +284,7 @@ class Params:
     """The whole of params.yaml."""
 
     dataset: DatasetParams = _sub(DatasetParams)
+    detector: DetectorParams = _sub(DetectorParams)
     pose: PoseParams = _sub(PoseParams)
     models: dict[str, ModelParams] = field(default_factory=_default_models)
     eval: EvalParams = _sub(EvalParams)

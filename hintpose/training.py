@@ -85,14 +85,14 @@ def current_dist() -> DistInfo:
     return DistInfo()
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``pose.device`` -> a torch device: ``auto`` is CUDA when present, else the CPU; each
-    process of a multi-GPU run takes the GPU of its local rank."""
+def resolve_device(name: str, local_rank: int = 0, key: str = "pose.device") -> torch.device:
+    """A device param (``key``) -> a torch device: ``auto`` is CUDA when present, else the
+    CPU; each process of a multi-GPU run takes the GPU of its local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("pose.device is 'cuda' but no CUDA device is available")
+            raise ConfigError(f"{key} is 'cuda' but no CUDA device is available")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 

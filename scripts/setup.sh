@@ -39,7 +39,7 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
     (cd "$build/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
       "$OLDPWD/$VPY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps . -w "$CACHE")
     wheel=$(ls "$CACHE"/mmcv-$MMCV_VERSION-*.whl | head -1)
-    pipi "setuptools>=77"
+    pipi "$(grep '^setuptools==' requirements.txt)"  # back to the pinned one
   fi
   echo "[setup] installing $(basename "$wheel")"
   pipi --no-deps --force-reinstall "$wheel"

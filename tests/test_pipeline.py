@@ -109,5 +109,46 @@ def test_train_all_models_and_rerun_only_the_edited_one(clone) -> None:
     status = run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
     stale = {line.strip().rstrip(":") for line in status.splitlines()
              if line and not line.startswith(("\t", " "))}
-    assert stale == {"train@ic_a"}, status
+    assert stale == {"train@ic_a", "score"}, status  # score reads the models' settings
     (repo / "params.yaml").write_text(params)
+
+
+@pytest.mark.slow
+def test_infer_and_score_all_models(clone) -> None:
+    repo, env = clone
+    run([sys.executable, "-m", "dvc", "repro", "score"], repo, env)
+    detection = json.loads((repo / "metrics/detection.json").read_text())
+    assert detection["detections_per_image"] > 0 and 0 <= detection["all_persons"]["AP"] <= 1
+    detections = json.loads((repo / "data/detections/val.json").read_text())
+    assert len(detections) == round(detection["detections_per_image"] * detection["images"])
+    log = (repo / "metrics/detector/train.tsv").read_text().splitlines()
+    assert log[0].startswith("epoch\tloss") and len(log) == 1 + 4  # the smoke preset's epochs
+    for name in MODELS:
+        infer = json.loads((repo / f"metrics/infer/{name}.json").read_text())
+        for boxes in ("det", "gt"):
+            assert infer[boxes]["instances"] >= infer[boxes]["boxes"] > 0
+            assert (repo / f"data/infer/{name}/heatmaps_{boxes}.npy").is_file()
+            scores = json.loads((repo / f"metrics/scores/{name}_{boxes}.json").read_text())
+            assert 0.0 <= scores["AP"] <= 1.0 and "AP_hard" in scores
+        if infer["instance_cue"] and not infer["cues_file"]:
+            assert infer["det"]["cue_fallbacks"] == infer["det"]["boxes"]
+    lines = (repo / "metrics/results.csv").read_text().splitlines()
+    assert lines[0] == "name,boxes,AP,AP50,AP75,APm,APl,AR,AP_easy,AP_medium,AP_hard"
+    assert len(lines) == 1 + 2 * len(MODELS)
+    table = (repo / "metrics/results_table.md").read_text()
+    assert "| I.C.+R.R. | " in table and " ± " in table
+    assert (repo / "metrics/plots/ap_by_crowd.png").stat().st_size > 1000
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
+    assert "metrics/scores/icrr_b_det.json" in shown and "metrics/infer/ic_a.json" in shown
+    # an eval setting re-runs inference of every model, nothing upstream
+    params = (repo / "params.yaml").read_text()
+    edited = params.replace("nms_thr: 0.9 ", "nms_thr: 0.8 ")
+    assert edited != params
+    (repo / "params.yaml").write_text(edited)
+    try:
+        status = run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
+        stale = {line.strip().rstrip(":") for line in status.splitlines()
+                 if line and not line.startswith(("\t", " "))}
+        assert stale == {f"infer@{name}" for name in MODELS}, status
+    finally:
+        (repo / "params.yaml").write_text(params)
