@@ -35,7 +35,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from hintpose.config import DetectorParams
-from hintpose.data.coco import CocoPersons, read_image
+from hintpose.data.coco import CocoPersons, read_image, read_json
 from hintpose.errors import ConfigError, DataError
 
 SETUP_HINT = "run `bash scripts/setup.sh` (it builds mmcv with its compiled ops)"
@@ -341,24 +341,32 @@ def build_model(cfg: Any, state: dict[str, torch.Tensor] | None, where: str) -> 
 
 def load_detector(folder: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
     """The model of a detector folder on ``device`` and its person label."""
+    require_mmdet()
     from mmengine.config import Config
 
-    require_mmdet()
     meta_file = folder / META_FILE
     if not meta_file.is_file():
         raise DataError(f"{folder}: no {META_FILE} (run the train_detector stage)")
-    meta = json.loads(meta_file.read_text())
-    cfg = Config.fromfile(str(folder / CONFIG_FILE))
-    if meta["weights"] == "trained":
+    meta = read_json(meta_file, "detector record")
+    try:
+        cfg = Config.fromfile(str(folder / CONFIG_FILE))
+        weights = Path(meta["checkpoint"]) if meta["weights"] == "checkpoint" else None
+        label = int(meta["person_label"])
+    except Exception as exc:  # a hand-edited or truncated folder
+        raise DataError(f"{folder}: not a complete detector folder ({exc!r}); run the "
+                        "train_detector stage") from None
+    if weights is None:
         weights = folder / MODEL_FILE
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(f"{weights}: cannot load the detector weights ({exc})") from None
     else:
-        weights = Path(meta["checkpoint"])
-        if not weights.is_file() or sha256(weights) != meta["checkpoint_sha256"]:
+        if not weights.is_file() or sha256(weights) != meta.get("checkpoint_sha256"):
             raise DataError(f"{weights}: missing or changed since train_detector recorded it; "
                             "run `dvc repro -f train_detector`")
         state, _ = read_checkpoint(weights)
-    return build_model(cfg, state, str(weights)).to(device), int(meta["person_label"])
+    return build_model(cfg, state, str(weights)).to(device), label
 
 
 # --------------------------------------------------------------------------- inference

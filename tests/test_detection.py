@@ -163,6 +163,15 @@ def test_config_errors(tmp_path: Path) -> None:
     assert class_names(load_config(str(cars))) == ["car"]
 
 
+def test_incomplete_detector_folder_is_named(trained, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no detector.json"):
+        load_detector(tmp_path, torch.device("cpu"))
+    for name in ("config.py", "detector.json"):
+        (tmp_path / name).write_bytes((trained[0] / name).read_bytes())
+    with pytest.raises(DataError, match="model.pt: cannot load the detector weights"):
+        load_detector(tmp_path, torch.device("cpu"))
+
+
 def test_undecodable_image_is_named(trained, tmp_path: Path) -> None:
     model, label = load_detector(trained[0], torch.device("cpu"))
     bad = tmp_path / "broken.jpg"
