@@ -280,6 +280,86 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class EnsembleParams:
+    """``ensemble``: the heatmap ensemble of infer@<model> outputs (the report's six models)."""
+
+    #: Entries of ``models`` whose flip-tested heatmaps are averaged per (box, cue) instance.
+    members: tuple[str, ...] = ("ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
+    #: One weight per member (empty: equal weights).
+    weights: tuple[float, ...] = field(default=(), metadata={"gt": 0})
+    #: Instances read, averaged and decoded at a time (bounds the memory used).
+    chunk: int = field(default=256, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ConfigError("members must name at least one model")
+        repeated = sorted({m for m in self.members if self.members.count(m) > 1})
+        if repeated:
+            raise ConfigError(f"members lists {', '.join(repeated)} more than once")
+        if self.weights and len(self.weights) != len(self.members):
+            raise ConfigError(f"weights must give one weight per member ({len(self.members)}), "
+                              f"got {len(self.weights)}")
+
+
+@dataclass(frozen=True)
+class PosefixTrainParams:
+    """``posefix.train``: PoseFix's recipe (Adam, step decay, scale/rotation/flip) sized here."""
+
+    epochs: int = field(default=3, metadata={"min": 1})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    lr: float = field(default=5e-4, metadata={"gt": 0})
+    #: Fractions of the schedule where the lr is multiplied by lr_factor (PoseFix: 90, 120/140).
+    lr_steps: tuple[float, ...] = field(default=(0.64, 0.86), metadata={"gt": 0, "lt": 1})
+    lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
+    #: Weight of the soft-argmax coordinate L1 loss next to the heatmap cross-entropy.
+    coord_weight: float = field(default=1.0, metadata={"min": 0})
+    #: Use at most this many training persons (0: all of them).
+    max_samples: int = field(default=0, metadata={"min": 0})
+    scale_factor: float = field(default=0.3, metadata={"min": 0, "lt": 1})
+    rotation_factor: float = field(default=40.0, metadata={"min": 0, "max": 180})
+    rotation_prob: float = field(default=0.6, metadata={"min": 0, "max": 1})
+    flip: bool = True
+    workers: int = field(default=1, metadata={"min": 0})
+    #: Intra-op threads (torch.set_num_threads); 0 leaves torch's default.
+    threads: int = field(default=0, metadata={"min": 0})
+    #: bf16 autocast (only where the device has fast bf16 kernels) and channels_last.
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class PosefixParams:
+    """``posefix``: the PoseFix refiner (network, crops, input-pose maps) and its use."""
+
+    #: ResNet trunk: torchvision depth and base channels (64 is the standard ResNet).
+    depth: int = field(default=18, metadata={"choices": (18, 34, 50, 101, 152)})
+    width: int = field(default=32, metadata={"min": 4})
+    #: Channels of the three stride-2 deconvolutions of the head (PoseFix: 256).
+    head_channels: int = field(default=64, metadata={"min": 1})
+    #: Network input (multiples of 32); output maps are at 1/4.
+    input_width: int = field(default=96, metadata={"min": 32})
+    input_height: int = field(default=128, metadata={"min": 32})
+    #: Input-pose Gaussian sigma at a 256-high input (PoseFix: 7), scaled to input_height.
+    pose_sigma: float = field(default=7.0, metadata={"gt": 0})
+    #: Crop: the input pose's extent x box_extent (at least min_box pixels), then the input's
+    #: aspect ratio and x box_padding (PoseFix: 1.2, 20, 1.25).
+    box_extent: float = field(default=1.2, metadata={"min": 1.0})
+    min_box: float = field(default=20.0, metadata={"min": 1.0})
+    box_padding: float = field(default=1.25, metadata={"min": 1.0})
+    seed: int = field(default=1, metadata={"min": 0})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    #: Refinement: average with the mirrored input's prediction; instances per batch.
+    flip_test: bool = True
+    batch_size: int = field(default=64, metadata={"min": 1})
+    train: PosefixTrainParams = _sub(PosefixTrainParams)
+
+    def __post_init__(self) -> None:
+        for key in ("input_width", "input_height"):
+            if getattr(self, key) % 32:
+                raise ConfigError(f"{key} must be a multiple of 32, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -288,6 +368,8 @@ class Params:
     pose: PoseParams = _sub(PoseParams)
     models: dict[str, ModelParams] = field(default_factory=_default_models)
     eval: EvalParams = _sub(EvalParams)
+    ensemble: EnsembleParams = _sub(EnsembleParams)
+    posefix: PosefixParams = _sub(PosefixParams)
 
     def __post_init__(self) -> None:
         for name in self.models:

@@ -1,0 +1,272 @@
+"""Heatmap ensemble: per (box, cue) instance, the weighted mean of the members' heatmaps.
+
+Each member is an ``infer@<model>`` output folder (see ``hintpose.inference.inference_files``):
+flip-tested float16 heatmaps (N, J, h, w) with an instance index whose row i describes heatmap
+i. A model with an instance-cue input has one row per (box, cue); a model without one has one
+row per box, and its heatmap of a box joins the average of every cue of that box. Members must
+have run on the same boxes with the same crops and heatmap size.
+
+The heatmaps are streamed: ``chunk`` instances at a time are read with plain file reads (no
+memory map, whose touched pages would count as resident memory), averaged and decoded through
+``hintpose.inference.heatmaps_to_results``, the code path of a single model, so an ensemble of
+one member reproduces that member's results exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hintpose.config import EnsembleParams, EvalParams
+from hintpose.errors import ConfigError, DataError
+from hintpose.inference import heatmaps_to_results, inference_files, read_instance_index
+
+#: Per-box columns that must agree between members (exactly, or within CROP_TOLERANCE px).
+BOX_COLUMNS = ("image_id", "box_x", "box_y", "box_w", "box_h", "box_score")
+CROP_COLUMNS = ("center_x", "center_y", "size_w", "size_h")
+CROP_TOLERANCE = 1e-2
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member: a model name, its ``infer`` output folder and its weight."""
+
+    name: str
+    folder: Path
+    weight: float
+
+
+def resolve_members(params: EnsembleParams, models: Mapping[str, Any],
+                    infer_dir: str | Path) -> list[Member]:
+    """The members of ``params`` as folders under ``infer_dir``; a name that is not an entry
+    of ``models`` is a ConfigError naming it."""
+    unknown = [m for m in params.members if m not in models]
+    if unknown:
+        raise ConfigError(f"ensemble.members: unknown model(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(models) or 'none'})")
+    weights = params.weights or (1.0,) * len(params.members)
+    return [Member(name, Path(infer_dir) / name, float(w))
+            for name, w in zip(params.members, weights, strict=True)]
+
+
+class HeatmapFile:
+    """Rows of a heatmap array stored as .npy (N, J, h, w), read with file reads on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: heatmaps not found (run the infer stage)")
+        self._file = self.path.open("rb")
+        try:
+            version = np.lib.format.read_magic(self._file)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(self._file)
+        except ValueError as exc:
+            self._file.close()
+            raise DataError(f"{self.path}: not a .npy array file ({exc})") from None
+        if len(shape) != 4 or fortran or dtype.kind != "f":
+            self._file.close()
+            raise DataError(f"{self.path}: expected a C-ordered float array (N, J, h, w), got "
+                            f"shape {shape} of {dtype}{' (Fortran order)' if fortran else ''}")
+        self.shape: tuple[int, int, int, int] = tuple(shape)  # type: ignore[assignment]
+        self.dtype = dtype
+        self._offset = self._file.tell()
+        self._row = int(np.prod(shape[1:]))
+        expected = self._offset + shape[0] * self._row * dtype.itemsize
+        if self.path.stat().st_size < expected:
+            self._file.close()
+            raise DataError(f"{self.path}: truncated ({self.path.stat().st_size} bytes, the "
+                            f"header promises {expected})")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """Heatmaps of the rows ``index`` (any order, repeats allowed), (len(index), J, h, w);
+        each run of consecutive rows is one read."""
+        index = np.asarray(index, dtype=np.int64)
+        wanted, inverse = np.unique(index, return_inverse=True)
+        out = np.empty((len(wanted), *self.shape[1:]), dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        start = 0
+        for run in np.split(np.arange(len(wanted)), breaks):
+            if len(run) == 0:
+                continue
+            first = int(wanted[run[0]])
+            self._file.seek(self._offset + first * self._row * self.dtype.itemsize)
+            view = out[start:start + len(run)]
+            if self._file.readinto(memoryview(view).cast("B")) != view.nbytes:
+                raise DataError(f"{self.path}: truncated while reading rows {first}..")
+            start += len(run)
+        return out[inverse.reshape(-1)]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> HeatmapFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+@dataclass
+class MemberInstances:
+    """One member's instance index and heatmaps for a box mode."""
+
+    member: Member
+    index: pd.DataFrame
+    heatmaps: HeatmapFile
+    index_file: Path
+
+    @property
+    def per_box(self) -> bool:
+        """One heatmap per box without a cue (a model without a cue input, or a cue model
+        that had no cues): broadcast to every cue instance of the box."""
+        return bool((self.index["cue_index"] < 0).all() and self.index["box_index"].is_unique)
+
+
+def load_member(member: Member, boxes: str) -> MemberInstances:
+    """A member's index and heatmaps for box mode ``boxes``, checked against each other."""
+    if not member.folder.is_dir():
+        raise DataError(f"{member.folder}: inference output of ensemble member {member.name!r} "
+                        f"not found (run infer@{member.name})")
+    files = inference_files(member.folder, boxes)
+    index = read_instance_index(files["index"])
+    heat = HeatmapFile(files["heatmaps"])
+    if len(heat) != len(index):
+        heat.close()
+        raise DataError(f"{files['heatmaps']}: {len(heat)} heatmaps but {files['index']} has "
+                        f"{len(index)} rows")
+    if index.duplicated(["box_index", "cue_index"]).any():
+        heat.close()
+        raise DataError(f"{files['index']}: repeated (box_index, cue_index) rows")
+    return MemberInstances(member, index, heat, files["index"])
+
+
+def _boxes_of(inst: MemberInstances) -> pd.DataFrame:
+    return inst.index.groupby("box_index")[list(BOX_COLUMNS + CROP_COLUMNS)].first()
+
+
+def _check_same_boxes(ref: MemberInstances, other: MemberInstances) -> None:
+    """Members must share boxes, crops and heatmap size; otherwise a DataError naming both."""
+    if ref.heatmaps.shape[1:] != other.heatmaps.shape[1:]:
+        raise DataError(f"{other.heatmaps.path}: heatmaps of shape {other.heatmaps.shape[1:]} "
+                        f"but {ref.heatmaps.path} has {ref.heatmaps.shape[1:]} (J, h, w); "
+                        "ensemble members need the same joints and heatmap size")
+    a, b = _boxes_of(ref), _boxes_of(other)
+    if not a.index.equals(b.index):
+        missing = sorted(set(a.index) ^ set(b.index))[:5]
+        raise DataError(f"{other.index_file}: its boxes differ from those of {ref.index_file} "
+                        f"(box_index {missing} in only one); ensemble members must run on the "
+                        "same detections")
+    same_box = (a["image_id"].to_numpy() == b["image_id"].to_numpy()) & np.isclose(
+        a[list(BOX_COLUMNS[1:])].to_numpy(), b[list(BOX_COLUMNS[1:])].to_numpy(),
+        rtol=0, atol=CROP_TOLERANCE).all(axis=1)
+    same_crop = np.isclose(a[list(CROP_COLUMNS)].to_numpy(), b[list(CROP_COLUMNS)].to_numpy(),
+                           rtol=1e-6, atol=CROP_TOLERANCE).all(axis=1)
+    for ok, what in ((same_box, "box"), (same_crop, "crop (center and size)")):
+        if not ok.all():
+            box = a.index[np.flatnonzero(~ok)[0]]
+            raise DataError(f"{other.index_file}: the {what} of box {box} (image "
+                            f"{a.loc[box, 'image_id']}) differs from {ref.index_file}; "
+                            "ensemble members need the same boxes and crop settings")
+
+
+def align_members(members: Sequence[MemberInstances]) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The ensemble's instances and, per member, the heatmap row of each instance.
+
+    The instances are those of the first member with per-cue rows (else of the first member);
+    every other per-cue member must have exactly the same (box, cue) rows, and a per-box member
+    gives its box's row to each instance of that box."""
+    ref = next((m for m in members if not m.per_box), members[0])
+    for other in members:
+        if other is not ref:
+            _check_same_boxes(ref, other)
+    keys = ref.index[["box_index", "cue_index"]]
+    sources = []
+    for m in members:
+        rows = pd.Series(np.arange(len(m.index)), dtype=np.int64)
+        if m.per_box:
+            lookup = pd.Series(rows.to_numpy(), index=m.index["box_index"].to_numpy())
+            src = lookup.reindex(keys["box_index"].to_numpy())
+        else:
+            lookup = pd.Series(rows.to_numpy(), index=pd.MultiIndex.from_frame(
+                m.index[["box_index", "cue_index"]]))
+            src = lookup.reindex(pd.MultiIndex.from_frame(keys))
+            if len(m.index) != len(keys) or src.isna().any():
+                raise DataError(f"{m.index_file}: its (box, cue) instances differ from those "
+                                f"of {ref.index_file}; cue models of one ensemble must run "
+                                "with the same cues")
+        sources.append(src.to_numpy().astype(np.int64))
+    return ref.index.reset_index(drop=True), sources
+
+
+class AveragedHeatmaps:
+    """The ensemble's heatmaps as a function of an instance slice: the weighted mean of the
+    members' rows (``sources[m][i]`` is member m's row for instance i), in float32."""
+
+    def __init__(self, members: Sequence[MemberInstances], sources: Sequence[np.ndarray],
+                 weights: Sequence[float]) -> None:
+        self.members, self.sources = list(members), list(sources)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.total = np.float32(self.weights.sum())
+
+    def __call__(self, sl: slice) -> np.ndarray:
+        acc: np.ndarray | None = None
+        for inst, src, w in zip(self.members, self.sources, self.weights, strict=True):
+            part = inst.heatmaps.rows(src[sl]).astype(np.float32)
+            part *= w
+            if acc is None:
+                acc = part
+            else:
+                acc += part
+        if acc is None:
+            raise ValueError("an ensemble needs at least one member")
+        acc /= self.total
+        return acc
+
+
+@dataclass
+class EnsembleRun:
+    """The ensemble's instance index (the reference member's rows) and its COCO results."""
+
+    index: pd.DataFrame
+    results: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
+def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
+                 category_id: int = 1, chunk: int = 256) -> EnsembleRun:
+    """Average the members' heatmaps of box mode ``boxes`` per instance (weighted) and turn
+    them into COCO results with the single-model code path (``params``: in_vis_thr, nms_thr,
+    soft_nms), ``chunk`` instances at a time."""
+    start = time.perf_counter()
+    loaded: list[MemberInstances] = []
+    try:
+        for member in members:
+            loaded.append(load_member(member, boxes))
+        index, sources = align_members(loaded)
+        heatmaps = AveragedHeatmaps(loaded, sources, [m.weight for m in members])
+        results = heatmaps_to_results(
+            heatmaps, len(index), index[["center_x", "center_y"]].to_numpy(),
+            index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
+            index["box_score"].to_numpy(), category_id, chunk=chunk,
+            in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms)
+    finally:
+        for inst in loaded:
+            inst.heatmaps.close()
+    stats = {"members": [m.name for m in members], "weights": [m.weight for m in members],
+             "broadcast_per_box": [inst.member.name for inst in loaded if inst.per_box],
+             "boxes": int(index["box_index"].nunique()), "instances": len(index),
+             "results": len(results), "seconds": round(time.perf_counter() - start, 2)}
+    return EnsembleRun(index, results, stats)
