@@ -315,6 +315,9 @@ class PosefixTrainParams:
     coord_weight: float = field(default=1.0, metadata={"min": 0})
     #: Use at most this many training persons (0: all of them).
     max_samples: int = field(default=0, metadata={"min": 0})
+    #: Val persons (with input poses synthesized from a fixed seed) for the per-epoch
+    #: validation loss (0: all of them).
+    val_samples: int = field(default=256, metadata={"min": 0})
     scale_factor: float = field(default=0.3, metadata={"min": 0, "lt": 1})
     rotation_factor: float = field(default=40.0, metadata={"min": 0, "max": 180})
     rotation_prob: float = field(default=0.6, metadata={"min": 0, "max": 1})
@@ -336,6 +339,10 @@ class PosefixParams:
     width: int = field(default=32, metadata={"min": 4})
     #: Channels of the three stride-2 deconvolutions of the head (PoseFix: 256).
     head_channels: int = field(default=64, metadata={"min": 1})
+    #: Input-pose skip, not in the paper (0: without, as PoseFix): the output logits add this
+    #: learnable scale x the log of the input pose maps pooled to the output, so the untrained
+    #: network returns its input and a short training learns corrections, not how to copy.
+    input_skip: float = field(default=1.0, metadata={"min": 0})
     #: Network input (multiples of 32); output maps are at 1/4.
     input_width: int = field(default=96, metadata={"min": 32})
     input_height: int = field(default=128, metadata={"min": 32})

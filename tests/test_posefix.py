@@ -1,0 +1,246 @@
+"""PoseFix: error synthesis at its configured rates and geometry, the network and its loss,
+brief training that leaves a GT input pose in place, resume, refinement and its errors."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hintpose.config import DatasetParams, PosefixParams, PosefixTrainParams
+from hintpose.data.keypoints import COCO_SIGMAS, KEYPOINT_NAMES
+from hintpose.data.prepare import prepare_dataset
+from hintpose.errors import DataError
+from hintpose.models.posefix import PoseFix, bilinear_target, posefix_loss, soft_argmax
+from hintpose.posefix import (
+    classify_joints,
+    read_pose_results,
+    refine_results,
+    refinement_analysis,
+    save_model,
+    train_posefix,
+)
+from hintpose.posefix_data import (
+    ERROR_TYPES,
+    INVERSION,
+    SWAP,
+    UNLABELED,
+    JointGroups,
+    ks_radius,
+    synthesize_pose,
+    type_probabilities,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = JointGroups.from_names(KEYPOINT_NAMES)
+
+
+# --------------------------------------------------------------------------- error synthesis
+
+
+def spread_person(labeled: int) -> tuple[np.ndarray, np.ndarray]:
+    """A person whose joints lie 200 px apart (far beyond r(0.1) for the area used), the first
+    ``labeled`` joints labeled, and one nearby person offset by 100 px."""
+    grid = np.array([(200.0 * (j % 5), 200.0 * (j // 5)) for j in range(17)])
+    kpts = np.concatenate([grid, np.zeros((17, 1))], axis=1)
+    kpts[:labeled, 2] = 2
+    kpts[[1, 3, 5, 7, 9, 11, 13, 15][: max(0, labeled - 9)], 2] = 2  # some counterparts
+    other = kpts.copy()
+    other[:, :2] += 100.0
+    other[:, 2] = 2
+    return kpts, other[None]
+
+
+def expected_rates(kpts: np.ndarray, nearby: np.ndarray) -> np.ndarray:
+    labeled = kpts[:, 2] > 0
+    p = type_probabilities(GROUPS, int(labeled.sum()), len(nearby))
+    for j in range(17):
+        c = GROUPS.counterpart[j]
+        if c < 0 or not labeled[c]:
+            p[j, INVERSION] = 0
+        if len(nearby) == 0:
+            p[j, SWAP] = 0
+    return p / p.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("labeled,crowd", [(17, 1), (8, 1), (17, 0)])
+def test_error_types_come_at_their_configured_rates(labeled: int, crowd: int) -> None:
+    kpts, nearby = spread_person(labeled)
+    nearby = nearby[:crowd]
+    area, draws = 2500.0, 1500
+    rng = np.random.default_rng(7)
+    counts = np.zeros((17, 5))
+    for draw in range(draws):
+        points, types = synthesize_pose(rng, kpts, (0, 0, 800, 600), area, nearby, GROUPS,
+                                        COCO_SIGMAS)
+        for j in np.flatnonzero(types >= 0):
+            counts[j, types[j]] += 1
+        assert (types[kpts[:, 2] == 0] == UNLABELED).all()
+        if draw < 200:  # every point is of the type it claims, by the analysis' classification
+            got = classify_joints(points, kpts, nearby, area, COCO_SIGMAS, GROUPS.counterpart)
+            np.testing.assert_array_equal(got, types)
+        inside = points[kpts[:, 2] == 0]
+        assert ((inside >= 0) & (inside <= [800, 600])).all()
+    expected = expected_rates(kpts, nearby)
+    lab = kpts[:, 2] > 0
+    freq = counts[lab] / draws
+    tol = 4.5 * np.sqrt(expected[lab] * (1 - expected[lab]) / draws) + 1e-9
+    assert (np.abs(freq - expected[lab]) <= tol).all(), (freq - expected[lab]).round(3)
+    # the tables themselves: a crowded person with few joints swaps upper-body joints at 0.15
+    if labeled == 8:
+        assert expected[5, SWAP] == pytest.approx(0.15)
+    if crowd == 0:
+        assert counts[:, SWAP].sum() == 0
+
+
+def test_probability_tables_follow_posefix() -> None:
+    p = type_probabilities(GROUPS, 17, 0)
+    assert p[0].tolist() == pytest.approx([1 - 0.10 - 0.01 - 0.01 - 0.02, 0.10, 0.01, 0.01,
+                                           0.02])
+    assert p[11, 1] == 0.20 and p[11, 4] == 0.10 and p[11, 2] == 0.06 and p[11, 3] == 0.03
+    p = type_probabilities(GROUPS, 5, 1)
+    assert p[15, 1] == 0.15 and p[15, 4] == 0.20 and p[5, 4] == 0.20 and p[7, 4] == 0.25
+    assert p[9, 3] == 0.15 and p[13, 3] == 0.10 and p[2, 3] == 0.02
+    assert type_probabilities(GROUPS, 14, 3)[9, 3] == 0.15  # valid <= 15 with 3 nearby
+    assert type_probabilities(GROUPS, 14, 2)[9, 3] == 0.06
+    assert float(ks_radius(0.5, 100.0, 0.1)) == pytest.approx(
+        2 * 0.1 * np.sqrt(-2 * 100 * np.log(0.5)))
+
+
+# --------------------------------------------------------------------------- network and loss
+
+
+def test_network_shapes_and_loss() -> None:
+    torch.manual_seed(0)
+    net = PoseFix(17, depth=18, width=8, head_channels=16).eval()
+    assert net.trunk.conv1.in_channels == 20 and net.trunk.layer4[-1].conv2.out_channels == 64
+    out = net(torch.randn(2, 3, 64, 32), torch.zeros(2, 17, 64, 32))
+    assert out.shape == (2, 17, 16, 8) and net.stride == 4
+    assert PoseFix(17, depth=50, width=8, head_channels=8).trunk.out_channels == 256
+    # the bilinear target sums to one and its soft-argmax is the point itself
+    target = torch.tensor([[[3.25, 5.5], [0.0, 0.0], [9.0, 2.0]]])
+    onehot, ok = bilinear_target(target, torch.ones(1, 3), 12, 8)
+    assert ok.tolist() == [[True, True, False]]  # x = 9 lies outside an 8-wide map
+    assert onehot[0, :2].sum(1).tolist() == pytest.approx([1.0, 1.0])
+    logits = torch.log(onehot[:, :2].reshape(1, 2, 12, 8) + 1e-12)
+    torch.testing.assert_close(soft_argmax(logits)[0], target[0, :2], atol=1e-4, rtol=0)
+    loss, ce, l1 = posefix_loss(logits, target[:, :2], torch.ones(1, 2))
+    assert l1 < 1e-3 and loss == pytest.approx(ce + l1)
+    # with the input-pose skip an untrained network returns its input pose
+    skip = PoseFix(17, depth=18, width=8, head_channels=8, input_skip=1.0).eval()
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(32.0), indexing="ij")
+    point = torch.tensor([13.3, 41.7])
+    maps = torch.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / (2 * 1.75**2))
+    with torch.no_grad():
+        xy = soft_argmax(skip(torch.zeros(1, 3, 64, 32), maps.expand(1, 17, 64, 32)))
+    assert (xy[0] * skip.stride - point).abs().max() < 0.3
+
+
+# --------------------------------------------------------------------------- training, refine
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny dataset and a tiny PoseFix trained briefly (with a resume check's pieces)."""
+    root = tmp_path_factory.mktemp("posefix")
+    splits = prepare_dataset(root / "dataset", DatasetParams(train_images=6, val_images=2),
+                             progress=False)
+    torch.set_num_threads(1)
+    params = PosefixParams(width=8, head_channels=16, input_width=64, input_height=64,
+                           device="cpu", batch_size=16,
+                           train=PosefixTrainParams(epochs=3, batch_size=16, lr=2e-3,
+                                                    lr_steps=(0.6,), val_samples=8,
+                                                    workers=0, channels_last=False))
+    result = train_posefix(splits["train"], splits["val"], params, root / "ckpt",
+                           progress=False)
+    save_model(root / "model", result.model, result.config)
+    return {"root": root, "params": params, "result": result, **splits}
+
+
+def gt_results(coco) -> list[dict]:
+    return [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
+             "score": 1.0} for a in coco.training_persons()]
+
+
+def test_gt_input_pose_stays_close_after_brief_training(trained: dict) -> None:
+    res, coco = trained["result"], trained["train"]
+    assert len(res.log) == 3 and all(np.isfinite(r["val_loss"]) for r in res.log)
+    entries = gt_results(coco)
+    out = refine_results(res.model, res.config, coco, entries, trained["params"],
+                         torch.device("cpu"), progress=False)
+    assert len(out.refined) == len(entries)
+    moved = []
+    for before, after in zip(entries, out.refined, strict=True):
+        gt, fixed = np.reshape(before["keypoints"], (-1, 3)), np.reshape(after["keypoints"],
+                                                                         (-1, 3))
+        lab = gt[:, 2] > 0
+        height = max(np.ptp(gt[lab, 1]), 10.0)
+        moved.append(np.linalg.norm(fixed[lab, :2] - gt[lab, :2], axis=1).mean() / height)
+        assert after["score"] == before["score"]
+        np.testing.assert_array_equal(fixed[:, 2], gt[:, 2])  # joint scores are kept
+    assert np.median(moved) < 0.05, np.round(moved, 3)
+    stats = refinement_analysis(coco, entries, out.refined)
+    assert stats["matched_poses"] == len(entries)
+    assert stats["by_error_type"]["good"]["joints"] == stats["overall"]["joints"]
+
+
+def test_training_resumes_to_the_same_weights(trained: dict) -> None:
+    root, params = trained["root"], trained["params"]
+
+    def stop_after_first(epoch: int, row: dict) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_posefix(trained["train"], trained["val"], params, root / "resume", progress=False,
+                      on_epoch_end=stop_after_first)
+    resumed = train_posefix(trained["train"], trained["val"], params, root / "resume",
+                            progress=False)
+    assert resumed.resumed_epochs == 1
+    full = trained["result"].model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, full[name], msg=name)
+    assert [r["train_loss"] for r in resumed.log] == pytest.approx(
+        [r["train_loss"] for r in trained["result"].log])
+
+
+def test_refine_stage_writes_results_and_rejects_unknown_images(
+        trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, coco = trained["root"], trained["val"]
+    params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params["posefix"].update(device="cpu", flip_test=True)
+    params["posefix"]["train"].update(workers=0, threads=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    good = gt_results(coco)
+    good.append({**good[0], "score": 0.0})  # not refined, passed through
+    (tmp_path / "in.json").write_text(json.dumps(good))
+    out, metrics = tmp_path / "results" / "fixed.json", tmp_path / "posefix.json"
+    argv = ["refine.py", "--params", str(tmp_path / "params.yaml"), "--dataset",
+            str(root / "dataset"), "--model", str(root / "model"), "--input",
+            f"det:{tmp_path / 'in.json'}={out}", "--metrics", str(metrics)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "stages" / "refine.py"), run_name="__main__")
+    results = json.loads(out.read_text())
+    assert 0 < len(results) <= len(good) and {r["image_id"] for r in results} <= set(coco.images)
+    report = json.loads(metrics.read_text())["det"]
+    assert report["refined"] == len(good) - 1 and set(report["by_error_type"]) == set(
+        ERROR_TYPES)
+    # an unknown image id: one clear error naming file and entry; earlier outputs untouched
+    bad = [*good[:2], {**good[0], "image_id": 987654}]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=r"bad\.json: entry 2 refers to unknown image id 987654"):
+        read_pose_results(tmp_path / "bad.json", coco)
+    argv[argv.index(f"det:{tmp_path / 'in.json'}={out}")] = f"det:{tmp_path / 'bad.json'}={out}"
+    before = out.read_text()
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "stages" / "refine.py"), run_name="__main__")
+    assert out.read_text() == before
+    (tmp_path / "short.json").write_text(json.dumps([{**good[0], "keypoints": [1, 2, 3]}]))
+    with pytest.raises(DataError, match="entry 0 needs 51 finite keypoint values"):
+        read_pose_results(tmp_path / "short.json", coco)
