@@ -280,6 +280,81 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class MultiPoseNetTrainParams:
+    """``multiposenet.train``: Adam with step decay on whole train images, augmented."""
+
+    epochs: int = field(default=6, metadata={"min": 1})
+    batch_size: int = field(default=16, metadata={"min": 1})
+    lr: float = field(default=2e-3, metadata={"gt": 0})
+    #: Fractions of the schedule where the lr is multiplied by lr_factor.
+    lr_steps: tuple[float, ...] = field(default=(0.7, 0.9), metadata={"gt": 0, "lt": 1})
+    lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
+    #: Use at most this many train images (0: all of them).
+    max_images: int = field(default=0, metadata={"min": 0})
+    #: Val images for the per-epoch validation loss (0: all of them).
+    val_images: int = field(default=64, metadata={"min": 0})
+    #: Augmentation: scale (std, clipped to 1 +- it), rotation (std in degrees, clipped to
+    #: twice it, applied with rotation_prob) and horizontal flip.
+    scale_factor: float = field(default=0.25, metadata={"min": 0, "lt": 1})
+    rotation_factor: float = field(default=20.0, metadata={"min": 0, "max": 180})
+    rotation_prob: float = field(default=0.5, metadata={"min": 0, "max": 1})
+    flip: bool = True
+    workers: int = field(default=1, metadata={"min": 0})
+    #: Intra-op threads (torch.set_num_threads); 0 leaves torch's default.
+    threads: int = field(default=0, metadata={"min": 0})
+    #: bf16 autocast (only where the device has fast bf16 kernels) and channels_last.
+    bf16: bool = True
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class MultiPoseNetParams:
+    """``multiposenet``: the bottom-up keypoint subnet whose heatmap peaks become cues."""
+
+    #: ResNet trunk: depth (10 and torchvision's 18, 34, 50, 101, 152) and base channels
+    #: (64 is torchvision's ResNet; ``pretrained`` then loads its ImageNet state dict).
+    depth: int = field(default=18, metadata={"choices": (10, 18, 34, 50, 101, 152)})
+    width: int = field(default=16, metadata={"min": 1})
+    fpn_channels: int = field(default=64, metadata={"min": 1})
+    head_channels: int = field(default=32, metadata={"min": 1})
+    #: Optional torchvision ResNet state dict (a local file; nothing is downloaded).
+    pretrained: str = ""
+    #: Whole images are letterboxed into this input (multiples of 32); maps are at 1/4.
+    input_width: int = field(default=160, metadata={"min": 32})
+    input_height: int = field(default=128, metadata={"min": 32})
+    #: Gaussian sigma of the joint targets, in heatmap pixels.
+    sigma: float = field(default=1.5, metadata={"gt": 0})
+    #: Targets only from visible joints (v=2): a hidden joint lies on another person.
+    visible_only: bool = True
+    seed: int = field(default=1, metadata={"min": 0})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    train: MultiPoseNetTrainParams = _sub(MultiPoseNetTrainParams)
+
+    def __post_init__(self) -> None:
+        for key in ("input_width", "input_height"):
+            if getattr(self, key) % 32:
+                raise ConfigError(f"{key} must be a multiple of 32, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class CuesParams:
+    """``cues``: instance cues per detection box from MultiPoseNet's heatmap peaks."""
+
+    #: Which cues go into data/cues/val.json: MultiPoseNet peaks or the oracle (GT joints).
+    source: str = field(default="multiposenet", metadata={"choices": ("multiposenet", "gt")})
+    #: Heatmap the peaks come from: ``max`` (the max over joints) or a keypoint name.
+    joint: str = "max"
+    #: Peaks are local maxima (max-pool) above this heatmap value ...
+    threshold: float = field(default=0.1, metadata={"min": 0})
+    #: ... at least this many image pixels apart (greedy, best first).
+    min_distance: float = field(default=12.0, metadata={"min": 0})
+    max_per_box: int = field(default=3, metadata={"min": 1})
+    #: Average the heatmaps with those of the mirrored image.
+    flip_test: bool = True
+    batch_size: int = field(default=16, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
 class EnsembleParams:
     """``ensemble``: the heatmap ensemble of infer@<model> outputs (the report's six models)."""
 
@@ -375,6 +450,8 @@ class Params:
     pose: PoseParams = _sub(PoseParams)
     models: dict[str, ModelParams] = field(default_factory=_default_models)
     eval: EvalParams = _sub(EvalParams)
+    multiposenet: MultiPoseNetParams = _sub(MultiPoseNetParams)
+    cues: CuesParams = _sub(CuesParams)
     ensemble: EnsembleParams = _sub(EnsembleParams)
     posefix: PosefixParams = _sub(PosefixParams)
 
