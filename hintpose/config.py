@@ -433,6 +433,10 @@ class PosefixParams:
     #: Refinement: average with the mirrored input's prediction; instances per batch.
     flip_test: bool = True
     batch_size: int = field(default=64, metadata={"min": 1})
+    #: Refine the input poses scoring at least this; the others pass through unchanged.
+    #: (PoseFix refines scores > 0; rescoring gives 0 to a pose with no joint above
+    #: eval.in_vis_thr, which a refiner may still fix, so by default every pose is refined.)
+    min_score: float = field(default=0.0, metadata={"min": 0})
     train: PosefixTrainParams = _sub(PosefixTrainParams)
 
     def __post_init__(self) -> None:

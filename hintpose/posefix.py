@@ -310,13 +310,13 @@ def refine_results(net: PoseFix, config: dict[str, Any], coco: CocoPersons,
                    entries: Sequence[dict[str, Any]], params: PosefixParams,
                    device: torch.device, nms_thr: float = 0.9, soft_nms: bool = False,
                    progress: bool = True) -> Refinement:
-    """Refine every entry with a positive score (others pass through unchanged), keeping its
-    scores, then OKS-NMS per image (see the module docstring)."""
+    """Refine every entry scoring at least ``params.min_score`` (others pass through
+    unchanged), keeping its scores, then OKS-NMS per image (see the module docstring)."""
     start = time.perf_counter()
     params = config_params(config, params)
     bf16 = params.train.bf16 and bf16_supported(device)
     fmt = torch.channels_last if params.train.channels_last else torch.contiguous_format
-    todo = [i for i, e in enumerate(entries) if e["score"] > 0]
+    todo = [i for i, e in enumerate(entries) if e["score"] >= params.min_score]
     dataset = RefineSet(coco, [entries[i] for i in todo], params)
     perm = list(range(config["num_joints"]))
     for a, b in flip_pairs_from_names(config["keypoint_names"]):
@@ -434,7 +434,8 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
     persons = defaultdict(list)
     for ann in coco.training_persons():
         persons[ann["image_id"]].append(ann)
-    levels = {iid: crowd_level(crowd_index(coco.annotations_of(iid))) for iid in coco.images}
+    levels = {iid: crowd_level(img.get("crowdIndex", crowd_index(coco.annotations_of(iid))))
+              for iid, img in coco.images.items()}
     rows = []  # (type, level, before distance, after distance, ks before, ks after)
     taken: set[int] = set()
     for i in sorted(range(len(inputs)), key=lambda i: -inputs[i]["score"]):

@@ -47,20 +47,22 @@ def main() -> None:
     tmp = args.out.with_name(args.out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    metrics = {}
+    metrics, runs = {}, {}
     for mode in BOX_MODES:
         out = run_ensemble(members, mode, params.eval, category_id, params.ensemble.chunk)
         files = inference_files(tmp, mode)
         out.index.to_csv(files["index"], index=False)
         files["results"].write_text(json.dumps(out.results) + "\n")
-        metrics[mode] = out.stats
+        runs[mode] = out.stats
+        metrics[mode] = {k: len(v) if isinstance(v, list) else v for k, v in out.stats.items()
+                         if k != "weights"}  # numbers only: `dvc metrics` lists them
         print(f"ensemble ({mode}): {len(members)} members, {out.stats['instances']} instances "
               f"from {out.stats['boxes']} boxes, {out.stats['results']} poses after OKS-NMS in "
               f"{out.stats['seconds']} s")
     settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
                             for m in members},
                 "ensemble": dataclasses.asdict(params.ensemble),
-                "eval": dataclasses.asdict(params.eval)}
+                "eval": dataclasses.asdict(params.eval), "runs": runs}
     (tmp / "ensemble.json").write_text(json.dumps(settings, indent=2) + "\n")
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)

@@ -1,11 +1,11 @@
 """Stage refine: PoseFix applied to COCO keypoint results (by default the ensemble's).
 
-For each ``--input FILE=OUT`` pair (the ensemble's results with detector boxes and with GT
-boxes), every pose with a positive score is refined; instance and joint scores are kept and
-OKS-NMS runs again per image. Image ids are checked against the val split. ``--metrics`` gets,
-per input, the fraction of labeled GT joints whose error PoseFix reduced or increased (overall,
-by the input joint's error type, by crowd level). Files are written only when every input has
-been refined, each atomically.
+For each ``--input NAME:RESULTS=OUT`` (the ensemble's results with detector boxes and with GT
+boxes), every pose scoring at least ``posefix.min_score`` is refined; instance and joint scores
+are kept and OKS-NMS runs again per image. Image ids are checked against the val split.
+``--metrics`` gets, per input, the fraction of labeled GT joints whose error PoseFix reduced or
+increased (overall, by the input joint's error type, by crowd level). Files are written only
+when every input has been refined, each atomically.
 """
 
 import argparse
@@ -58,12 +58,12 @@ def main() -> None:
     if params.posefix.train.channels_last:
         net.to(memory_format=torch.channels_last)
     outputs, metrics = {}, {}
-    for label, src, out in jobs:
+    for label, _, out in jobs:
         r = refine_results(net, config, coco, inputs[label], params.posefix, device,
                            params.eval.nms_thr, params.eval.soft_nms)
         outputs[out] = json.dumps(r.results) + "\n"
-        metrics[label] = {"input": str(src), **r.stats,
-                          **refinement_analysis(coco, inputs[label], r.refined)}
+        stats = {k: v for k, v in r.stats.items() if k != "flip_test"}
+        metrics[label] = {**stats, **refinement_analysis(coco, inputs[label], r.refined)}
         joints = metrics[label]["overall"]
         print(f"refine {label}: {r.stats['refined']} of {r.stats['inputs']} poses refined, "
               f"{r.stats['results']} after OKS-NMS, {r.stats['seconds']} s; of "

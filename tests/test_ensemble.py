@@ -212,7 +212,9 @@ def test_stage_writes_a_scorable_folder(infer_outputs: Path, tmp_path: Path,
         "results_gt.json"]
     stats = json.loads(metrics.read_text())
     cue_rows = len(pd.read_csv(inference_files(folder / "ic_a", "det")["index"]))
-    assert stats["det"]["instances"] == cue_rows and stats["det"]["broadcast_per_box"] == ["rr_a"]
+    assert stats["det"]["instances"] == cue_rows and stats["det"]["broadcast_per_box"] == 1
+    settings = json.loads((out / "ensemble.json").read_text())
+    assert settings["runs"]["det"]["broadcast_per_box"] == ["rr_a"]
     assert (json.loads((out / "results_det.json").read_text())
             == json.loads((out / "results_gt.json").read_text()))
     # an unknown member stops the stage and leaves the earlier output alone

@@ -214,11 +214,11 @@ def test_refine_stage_writes_results_and_rejects_unknown_images(
         trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, coco = trained["root"], trained["val"]
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
-    params["posefix"].update(device="cpu", flip_test=True)
+    params["posefix"].update(device="cpu", flip_test=True, min_score=0.5)
     params["posefix"]["train"].update(workers=0, threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     good = gt_results(coco)
-    good.append({**good[0], "score": 0.0})  # not refined, passed through
+    good.append({**good[0], "score": 0.25})  # under min_score: passed through
     (tmp_path / "in.json").write_text(json.dumps(good))
     out, metrics = tmp_path / "results" / "fixed.json", tmp_path / "posefix.json"
     argv = ["refine.py", "--params", str(tmp_path / "params.yaml"), "--dataset",
