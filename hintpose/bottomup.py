@@ -156,38 +156,41 @@ class BottomUpDataset(Dataset):
     """Whole images of ``coco`` (``image_ids``) letterboxed into the input, with targets.
 
     Item ``(epoch, index)`` -> (image (3, H, W), target (J + 1, h, w), weight (J + 1, h, w),
-    meta: index, image_id, center, size). Without ``augment`` the epoch does not matter and
-    ``center``/``size`` map heatmap peaks back to the image (``heatmap_matrix``)."""
+    meta: index, image_id, center, size); ``targets=False`` gives empty target and weight
+    (inference). Without ``augment`` the epoch does not matter and ``center``/``size`` map
+    heatmap peaks back to the image (``heatmap_matrix``)."""
 
     def __init__(self, coco: CocoPersons, image_ids: Sequence[int], codec: BottomUpCodec,
                  visible_only: bool = True, augment: Augmentation | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, targets: bool = True) -> None:
         self.coco, self.image_ids, self.codec = coco, list(image_ids), codec
         self.visible_only, self.augment, self.seed = visible_only, augment, seed
+        self.targets = targets
         self.flip_pairs = flip_pairs_from_names(coco.category["keypoints"])
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[Any, ...]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        iid = self.image_ids[index]
-        image = read_image(self.coco.image_path(iid))
-        height, width = image.shape[:2]
-        center, size = self.codec.frame(width, height)
-        rot, flip = 0.0, False
-        if self.augment is not None:
-            a, rng = self.augment, np.random.default_rng([self.seed, epoch, index])
-            sf = a.scale_factor
-            size = size * float(np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf))
-            if rng.random() < a.rotation_prob:
-                rf = a.rotation_factor
-                rot = float(np.clip(rng.standard_normal() * rf, -2 * rf, 2 * rf))
-            flip = a.flip and bool(rng.random() < 0.5)
+    def _draw(self, index: int, epoch: int, center: np.ndarray,
+              size: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """The augmentation of a sample: (crop size, rotation, flip)."""
+        a, rng = self.augment, np.random.default_rng([self.seed, epoch, index])
+        if a is None:
+            return size, 0.0, False
+        sf = a.scale_factor
+        size = size * float(np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf))
+        rot = 0.0
+        if rng.random() < a.rotation_prob:
+            rf = a.rotation_factor
+            rot = float(np.clip(rng.standard_normal() * rf, -2 * rf, 2 * rf))
+        return size, rot, a.flip and bool(rng.random() < 0.5)
+
+    def _targets(self, iid: int, height: int, width: int, flip: bool, m_in: np.ndarray,
+                 m_hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         anns = self.coco.annotations_of(iid)
-        num_joints = self.coco.num_joints
         labeled = [a for a in anns if not a.get("iscrowd", 0) and a["num_keypoints"] > 0]
-        kpts = np.asarray([a["keypoints"] for a in labeled], np.float64).reshape(-1, num_joints, 3)
+        kpts = np.asarray([a["keypoints"] for a in labeled], np.float64).reshape(
+            -1, self.coco.num_joints, 3)
         persons = np.zeros((height, width), np.float32)
         ignore = np.zeros((height, width), np.float32)
         for a in anns:
@@ -196,25 +199,37 @@ class BottomUpDataset(Dataset):
             if a.get("iscrowd", 0) or a["num_keypoints"] == 0:
                 ignore[mask] = 1.0
         if flip:
-            image, persons, ignore = image[:, ::-1], persons[:, ::-1], ignore[:, ::-1]
+            persons, ignore = persons[:, ::-1], ignore[:, ::-1]
             kpts = np.stack([flip_keypoints(k, width, self.flip_pairs) for k in kpts]) \
                 if len(kpts) else kpts
-        m_in = affine_matrix(center, size, rot, self.codec.input_size)
-        m_hm = self.codec.heatmap_matrix(center, size, rot)
-        w, h = self.codec.heatmap_size
-        crop = cv2.warpAffine(np.ascontiguousarray(image), m_in, self.codec.input_size,
-                              flags=cv2.INTER_LINEAR)
         # Masks: warped at the input size, then area-averaged down to the maps.
         persons_hm, ignore_hm = (
             cv2.resize(cv2.warpAffine(np.ascontiguousarray(m), m_in, self.codec.input_size,
-                                      flags=cv2.INTER_LINEAR), (w, h),
+                                      flags=cv2.INTER_LINEAR), self.codec.heatmap_size,
                        interpolation=cv2.INTER_AREA)
             for m in (persons, ignore))
         use = kpts[..., 2] >= 2 if self.visible_only else kpts[..., 2] > 0
-        joints = transform_points(kpts[..., :2], m_hm)
-        target, weight = self.codec.encode(joints, use, persons_hm, ignore_hm)
+        return self.codec.encode(transform_points(kpts[..., :2], m_hm), use, persons_hm,
+                                 ignore_hm)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[Any, ...]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        iid = self.image_ids[index]
+        image = read_image(self.coco.image_path(iid))
+        height, width = image.shape[:2]
+        center, size = self.codec.frame(width, height)
+        size, rot, flip = self._draw(index, epoch, center, size)
+        if flip:
+            image = image[:, ::-1]
+        m_in = affine_matrix(center, size, rot, self.codec.input_size)
+        crop = cv2.warpAffine(np.ascontiguousarray(image), m_in, self.codec.input_size,
+                              flags=cv2.INTER_LINEAR)
         rgb = crop[:, :, ::-1].astype(np.float32) / 255.0
         tensor = torch.from_numpy(((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+        target = weight = np.zeros(0, np.float32)
+        if self.targets:
+            m_hm = self.codec.heatmap_matrix(center, size, rot)
+            target, weight = self._targets(iid, height, width, flip, m_in, m_hm)
         meta = {"index": index, "image_id": iid, "center": center.astype(np.float32),
                 "size": size.astype(np.float32)}
         return tensor, torch.from_numpy(target), torch.from_numpy(weight), meta

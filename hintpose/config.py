@@ -283,11 +283,11 @@ class EvalParams:
 class MultiPoseNetTrainParams:
     """``multiposenet.train``: Adam with step decay on whole train images, augmented."""
 
-    epochs: int = field(default=6, metadata={"min": 1})
+    epochs: int = field(default=4, metadata={"min": 1})
     batch_size: int = field(default=16, metadata={"min": 1})
     lr: float = field(default=2e-3, metadata={"gt": 0})
     #: Fractions of the schedule where the lr is multiplied by lr_factor.
-    lr_steps: tuple[float, ...] = field(default=(0.7, 0.9), metadata={"gt": 0, "lt": 1})
+    lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
     lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
     #: Use at most this many train images (0: all of them).
     max_images: int = field(default=0, metadata={"min": 0})
@@ -315,7 +315,7 @@ class MultiPoseNetParams:
     #: (64 is torchvision's ResNet; ``pretrained`` then loads its ImageNet state dict).
     depth: int = field(default=18, metadata={"choices": (10, 18, 34, 50, 101, 152)})
     width: int = field(default=16, metadata={"min": 1})
-    fpn_channels: int = field(default=64, metadata={"min": 1})
+    fpn_channels: int = field(default=32, metadata={"min": 1})
     head_channels: int = field(default=32, metadata={"min": 1})
     #: Optional torchvision ResNet state dict (a local file; nothing is downloaded).
     pretrained: str = ""
@@ -323,7 +323,7 @@ class MultiPoseNetParams:
     input_width: int = field(default=160, metadata={"min": 32})
     input_height: int = field(default=128, metadata={"min": 32})
     #: Gaussian sigma of the joint targets, in heatmap pixels.
-    sigma: float = field(default=1.5, metadata={"gt": 0})
+    sigma: float = field(default=1.0, metadata={"gt": 0})
     #: Targets only from visible joints (v=2): a hidden joint lies on another person.
     visible_only: bool = True
     seed: int = field(default=1, metadata={"min": 0})
@@ -345,9 +345,9 @@ class CuesParams:
     #: Heatmap the peaks come from: ``max`` (the max over joints) or a keypoint name.
     joint: str = "max"
     #: Peaks are local maxima (max-pool) above this heatmap value ...
-    threshold: float = field(default=0.1, metadata={"min": 0})
+    threshold: float = field(default=0.05, metadata={"min": 0})
     #: ... at least this many image pixels apart (greedy, best first).
-    min_distance: float = field(default=12.0, metadata={"min": 0})
+    min_distance: float = field(default=8.0, metadata={"min": 0})
     max_per_box: int = field(default=3, metadata={"min": 1})
     #: Average the heatmaps with those of the mirrored image.
     flip_test: bool = True

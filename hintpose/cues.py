@@ -120,7 +120,7 @@ def predict_maps(
     fp32 on the CPU, heatmap -> image matrices (B, 2, 3)). With ``flip`` the maps are the
     average with those of the mirrored input, mirrored back."""
     codec = build_codec(config)
-    dataset = BottomUpDataset(coco, image_ids, codec, bool(config.get("visible_only", True)))
+    dataset = BottomUpDataset(coco, image_ids, codec, targets=False)
     pairs = flip_pairs_from_names(config["keypoint_names"])
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.eval()
