@@ -195,17 +195,29 @@ class PoseTrainParams:
 
 
 @dataclass(frozen=True)
+class PosePretrainParams(PoseTrainParams):
+    """``pose.pretrain``: one HRNet trained once on the train split, the shared starting point
+    of every pose model (the stand-in for the report's pretrained initialisation)."""
+
+    #: 0: no pretraining; the models start from ``pose.pretrained`` (or one random init).
+    epochs: int = field(default=6, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
 class PoseParams:
     """``pose``: settings shared by every top-down pose model."""
 
     width: int = field(default=16, metadata={"min": 1})
     #: Hops of recurrent refinement (used by models with ``recurrent: true``).
     hops: int = field(default=3, metadata={"min": 1})
-    #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...) for the backbone.
+    #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...): the pretrain
+    #: stage starts from it.
     pretrained: str = ""
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     data: PoseDataParams = _sub(PoseDataParams)
     train: PoseTrainParams = _sub(PoseTrainParams)
+    pretrain: PosePretrainParams = _sub(PosePretrainParams)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ from hintpose.models.hintpose import HintPose, joints_mse_loss
 CHECKPOINT = "last.pt"
 MODEL_WEIGHTS = "model.pt"
 MODEL_CONFIG = "model.json"
+#: The pretrain stage's HRNet (official parameter names), the init of every pose model.
+BACKBONE_WEIGHTS = "hrnet.pt"
 #: Seed of the validation subset and its cues: the same for every model, so that the
 #: validation losses of different models compare.
 VAL_SEED = 0
@@ -161,12 +163,13 @@ def build_model(config: dict[str, Any]) -> HintPose:
                     hops=config["hops"], num_joints=config["num_joints"])
 
 
-def load_pretrained_backbone(net: HintPose, path: str) -> None:
-    """Load an official HRNet checkpoint into the backbone; a missing or mismatched file is
-    a ConfigError naming it."""
+def load_pretrained_backbone(net: HintPose, path: str | Path,
+                             key: str = "pose.pretrained") -> None:
+    """Load an (official) HRNet checkpoint into the backbone; a missing or mismatched file is
+    a ConfigError naming it (and the parameter ``key`` it came from)."""
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"pose.pretrained: checkpoint file {file} not found")
+        raise ConfigError(f"{key}: checkpoint file {file} not found")
     try:
         net.load_backbone(file)
     except HintPoseError:
@@ -175,7 +178,7 @@ def load_pretrained_backbone(net: HintPose, path: str) -> None:
         msg = str(exc).strip() or type(exc).__name__
         if str(file) not in msg:
             msg = f"{file} does not fit HRNet-W{net.width} ({msg})"
-        raise ConfigError(f"pose.pretrained: {msg[:600]}") from None
+        raise ConfigError(f"{key}: {msg[:600]}") from None
 
 
 def select_training_instances(coco: CocoPersons, max_samples: int, seed: int) -> list[Instance]:
@@ -391,11 +394,21 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any],
     return ckpt
 
 
-def _fingerprint(config: dict[str, Any], pose: PoseParams, digest: str) -> dict[str, Any]:
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (which initial weights a run started from)."""
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _fingerprint(config: dict[str, Any], pose: PoseParams, digest: str,
+                 init: str) -> dict[str, Any]:
     """Everything that decides the trained weights (a checkpoint resumes only when equal)."""
     train = {k: v for k, v in dataclasses.asdict(pose.train).items() if k not in RUNTIME_KEYS}
     return {**config, "data": dataclasses.asdict(pose.data), "train": train,
-            "pretrained": pose.pretrained, "instances": digest}
+            "init": init, "instances": digest}
 
 
 def _plain_state(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -434,8 +447,14 @@ def train_pose_model(
     *,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    init: str | Path | None = None,
+    init_key: str = "pose.pretrained",
 ) -> TrainResult:
     """Train one pose model with HRNet's recipe (see the module docstring).
+
+    The backbone starts from the HRNet checkpoint ``init`` (named by the parameter
+    ``init_key`` in errors; default: ``pose.pretrained``, if set), the HintPose additions
+    from zero, so the model starts as that HRNet.
 
     With ``checkpoint_dir``, rank 0 writes ``last.pt`` after every epoch, and a run finding a
     ``last.pt`` of the same settings continues after its last epoch (one of other settings
@@ -454,12 +473,14 @@ def train_pose_model(
 
     instances = select_training_instances(train_coco, tp.max_samples, model.seed)
     config = model_config(pose, model, train_coco)
-    fingerprint = _fingerprint(config, pose, instances_digest(instances))
-
+    if init is None and pose.pretrained:
+        init = pose.pretrained
     torch.manual_seed(model.seed)
     net = build_model(config)
-    if pose.pretrained:
-        load_pretrained_backbone(net, pose.pretrained)
+    if init is not None:
+        load_pretrained_backbone(net, init, init_key)
+    fingerprint = _fingerprint(config, pose, instances_digest(instances),
+                               file_digest(init) if init is not None else "")
     net.to(device=device, memory_format=steps.memory_format)
     # HRNet gives Adam no weight decay; the fused kernel is one pass over all parameters.
     optimizer = torch.optim.Adam(net.parameters(), lr=tp.lr, weight_decay=0.0,
@@ -547,6 +568,32 @@ def train_pose_model(
             on_epoch_end(epoch, row)
     net.eval()
     return TrainResult(net, config, log, start)
+
+
+def pretrain_backbone(train_coco: CocoPersons, val_coco: CocoPersons | None, pose: PoseParams,
+                      checkpoint_dir: Path | None = None, *,
+                      progress: bool = True) -> TrainResult:
+    """The shared starting point of every pose model: a plain HRNet (``pose.width``) from
+    ``pose.pretrained`` (if set) trained with the ``pose.pretrain`` schedule and seed. With
+    ``pose.pretrain.epochs`` 0 it is that checkpoint, or a random init, untrained."""
+    pre = pose.pretrain
+    plain = ModelParams(instance_cue=False, recurrent=False, seed=pre.seed)
+    if pre.epochs == 0:
+        config = model_config(pose, plain, train_coco)
+        torch.manual_seed(pre.seed)
+        net = build_model(config)
+        if pose.pretrained:
+            load_pretrained_backbone(net, pose.pretrained)
+        return TrainResult(net.eval(), config, [], 0)
+    return train_pose_model(train_coco, val_coco, dataclasses.replace(pose, train=pre), plain,
+                            checkpoint_dir, progress=progress)
+
+
+def save_backbone(path: Path, net: HintPose) -> None:
+    """Write the HRNet part of ``net`` as a state dict with the official HRNet names, which
+    ``pose.pretrained`` and :func:`train_pose_model`'s ``init`` load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(_plain_state(net.backbone), path)
 
 
 def format_log_row(row: dict[str, float], epochs: int) -> str:

@@ -2,7 +2,8 @@
 
 Result sets: each model of ``models`` in the params file (``<infer>/<model>/results_det.json``
 and ``results_gt.json``, written by infer@<model>) plus any ``--results NAME=DIR`` (``ensemble``,
-``ensemble_posefix``: a folder with ``results_det.json`` and/or ``results_gt.json``). Writes
+``ensemble_posefix``: a folder with ``results_det.json`` and/or ``results_gt.json``) or
+``--results NAME:BOXES=FILE`` (one results file, BOXES ``det`` or ``gt``). Writes
 one metrics JSON per result set (``<scores>/<name>_<boxes>.json``), the results CSV (one row
 per result set), the report's table as Markdown and CSV, and AP by crowd level as CSV and PNG.
 Every result set is scored before anything is written; files are replaced atomically.
@@ -63,11 +64,17 @@ def result_sets(infer_dir: Path, models: list[str],
                                 f"found (run infer@{model})")
             sets.append((model, boxes, path))
     for spec in extras:
-        name, sep, folder_name = spec.partition("=")
-        if not sep or name not in (ENSEMBLE, ENSEMBLE_POSEFIX):
-            raise ConfigError(f"--results {spec!r}: expected {ENSEMBLE}=DIR or "
-                              f"{ENSEMBLE_POSEFIX}=DIR")
-        folder = Path(folder_name)
+        target, sep, path_name = spec.partition("=")
+        name, _, boxes = target.partition(":")
+        if not sep or name not in (ENSEMBLE, ENSEMBLE_POSEFIX) or boxes not in ("", *BOX_MODES):
+            raise ConfigError(f"--results {spec!r}: expected NAME=DIR or NAME:BOXES=FILE with "
+                              f"NAME {ENSEMBLE} or {ENSEMBLE_POSEFIX} and BOXES det or gt")
+        if boxes:
+            if not Path(path_name).is_file():
+                raise DataError(f"{path_name}: results of {name} with {boxes} boxes not found")
+            sets.append((name, boxes, Path(path_name)))
+            continue
+        folder = Path(path_name)
         found = [(name, b, inference_files(folder, b)["results"]) for b in BOX_MODES]
         found = [s for s in found if s[2].is_file()]
         if not found:
@@ -83,7 +90,7 @@ def main() -> None:
     ap.add_argument("--infer", type=Path, default=Path("data/infer"),
                     help="parent folder of the infer@<model> outputs")
     ap.add_argument("--results", action="append", default=[], metavar="NAME=DIR",
-                    help="more result sets: ensemble=DIR, ensemble_posefix=DIR")
+                    help="more result sets: ensemble=DIR, ensemble_posefix:det=FILE, ...")
     ap.add_argument("--scores", type=Path, default=Path("metrics/scores"),
                     help="folder of one metrics JSON per result set")
     ap.add_argument("--csv", type=Path, default=Path("metrics/results.csv"))

@@ -1,8 +1,12 @@
 """Stage train@<model>: train one top-down pose model (HRNet recipe); resumable, DDP under torchrun.
 
-Writes ``<out>/model.pt`` (state dict) and ``<out>/model.json`` (structure and input settings),
-the per-epoch TSV for ``dvc plots`` and a small metrics JSON; ``<checkpoints>/last.pt`` lets a
-killed run continue. Under ``torchrun --nproc_per_node=N`` only rank 0 writes.
+``--model NAME`` trains the entry NAME of ``models``, its backbone starting from ``--init``
+(the pretrain stage's HRNet); it writes ``<out>/model.pt`` (state dict) and ``<out>/model.json``
+(structure and input settings). ``--pretrain`` instead trains the shared plain HRNet with the
+``pose.pretrain`` schedule and writes ``<out>/hrnet.pt`` (official HRNet names) and
+``<out>/model.json``. Both write the per-epoch TSV for ``dvc plots`` and a small metrics JSON;
+``<checkpoints>/last.pt`` lets a killed run continue. Under ``torchrun --nproc_per_node=N``
+only rank 0 writes.
 """
 
 import argparse
@@ -12,10 +16,14 @@ from pathlib import Path
 from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
-from hintpose.errors import ConfigError
+from hintpose.errors import ConfigError, DataError
 from hintpose.training import (
+    BACKBONE_WEIGHTS,
     CHECKPOINT,
+    MODEL_CONFIG,
     distributed_session,
+    pretrain_backbone,
+    save_backbone,
     save_pose_model,
     summary_metrics,
     train_pose_model,
@@ -25,7 +33,13 @@ from hintpose.training import (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", required=True, help="an entry of `models` in the params file")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="an entry of `models` in the params file")
+    what.add_argument("--pretrain", action="store_true",
+                      help="train the shared HRNet every model starts from (pose.pretrain)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="HRNet weights the backbone starts from (the pretrain stage's "
+                         f"{BACKBONE_WEIGHTS}); default: pose.pretrained")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     ap.add_argument("--out", type=Path, required=True)
@@ -36,16 +50,25 @@ def main() -> None:
     ap.add_argument("--metrics", type=Path, required=True)
     args = ap.parse_args()
     params = load_params(args.params)
-    if args.model not in params.models:
+    if args.model is not None and args.model not in params.models:
         known = ", ".join(params.models) or "none"
         raise ConfigError(f"{args.params}: unknown model {args.model!r} under models "
                           f"(known: {known})")
+    if args.init is not None and not args.init.is_file():
+        raise DataError(f"{args.init}: initial HRNet weights not found (run the pretrain stage)")
     train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
     with distributed_session(params.pose.device) as info:
-        result = train_pose_model(train, val, params.pose, params.models[args.model],
-                                  args.checkpoints)
+        if args.pretrain:
+            result = pretrain_backbone(train, val, params.pose, args.checkpoints)
+        else:
+            result = train_pose_model(train, val, params.pose, params.models[args.model],
+                                      args.checkpoints, init=args.init, init_key="--init")
         if info.is_main:
-            save_pose_model(args.out, result.model, {"name": args.model, **result.config})
+            if args.pretrain:
+                save_backbone(args.out / BACKBONE_WEIGHTS, result.model)
+                (args.out / MODEL_CONFIG).write_text(json.dumps(result.config, indent=2) + "\n")
+            else:
+                save_pose_model(args.out, result.model, {"name": args.model, **result.config})
             # The checkpoint only serves a killed run; a finished one would make the next run
             # (say, after a code change) "resume" at its last epoch instead of training.
             (args.checkpoints / CHECKPOINT).unlink(missing_ok=True)

@@ -82,8 +82,9 @@ def test_eval_section(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, {}))
     assert params.eval.min_box_size == 32 and params.eval.nms_thr == 0.9
     assert params.eval.in_vis_thr == 0.2 and not params.eval.soft_nms
+    assert params.eval.flip_test  # HRNet's default; the shipped 30-minute preset turns it off
     shipped = load_params(ROOT / "params.yaml").eval
-    assert shipped.min_box_size == 32 and shipped.flip_test
+    assert shipped.min_box_size == 32 and not shipped.flip_test
     with pytest.raises(ConfigError, match="params.yaml: eval.nms_thr must be > 0, got 0.0"):
         load_params(write(tmp_path, {"eval": {"nms_thr": 0}}))
     with pytest.raises(ConfigError, match="params.yaml: eval.score_thr must be <= 1, got 2.0"):

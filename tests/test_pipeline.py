@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -81,74 +82,137 @@ def test_bad_param_stops_the_stage_and_keeps_outputs(clone: tuple[Path, dict[str
 
 
 MODELS = ("baseline", "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def stale_stages(repo: Path, env: dict[str, str]) -> set[str]:
+    status = run([*DVC, "status"], repo, env).stdout
+    return {line.strip().rstrip(":") for line in status.splitlines()
+            if line and not line.startswith(("\t", " ")) and line.strip().endswith(":")}
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage '")}
+
+
+def finite_numbers(value: object, where: str) -> int:
+    """Count the numbers in a JSON value, failing on a NaN or infinity."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return 0
+    if isinstance(value, int | float):
+        assert math.isfinite(value), where
+        return 1
+    if isinstance(value, dict):
+        return sum(finite_numbers(v, f"{where}.{k}") for k, v in value.items())
+    if isinstance(value, list):
+        return sum(finite_numbers(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise AssertionError(f"{where}: unexpected {value!r}")
+
+
+@pytest.fixture(scope="module")
+def reproduced(clone: tuple[Path, dict[str, str]]) -> tuple[Path, dict[str, str]]:
+    """The whole smoke pipeline, run once and committed."""
+    repo, env = clone
+    run([*DVC, "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "reproduced"], repo, env)
+    return repo, env
 
 
 @pytest.mark.slow
-def test_train_all_models_and_rerun_only_the_edited_one(clone) -> None:
-    repo, env = clone
-    run([sys.executable, "-m", "dvc", "repro"], repo, env)
+def test_whole_pipeline_outputs(reproduced) -> None:
+    repo, env = reproduced
     for name in MODELS:
-        assert (repo / f"data/models/{name}/model.pt").is_file()
         config = json.loads((repo / f"data/models/{name}/model.json").read_text())
         assert config["recurrent"] == name.startswith(("rr", "icrr"))
         assert config["instance_cue"] == name.startswith("ic")
-        metrics = json.loads((repo / f"metrics/train/{name}.json").read_text())
-        assert metrics["epochs"] == 1
         header = (repo / f"metrics/train/{name}.tsv").read_text().splitlines()[0].split("\t")
         assert "val_loss" in header and ("train_loss_hop3" in header) == config["recurrent"]
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "trained"], repo, env)
-    # dvc sees the results, and editing one model's entry re-runs only that model
-    shown = run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
-    assert "metrics/train/icrr_b.json" in shown
-    params = (repo / "params.yaml").read_text()
-    edited = params.replace("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
-                            "ic_a: {instance_cue: true, recurrent: false, seed: 3}")
-    assert edited != params
-    (repo / "params.yaml").write_text(edited)
-    status = run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
-    stale = {line.strip().rstrip(":") for line in status.splitlines()
-             if line and not line.startswith(("\t", " "))}
-    assert stale == {"train@ic_a", "score"}, status  # score reads the models' settings
-    (repo / "params.yaml").write_text(params)
+        infer = json.loads((repo / f"metrics/infer/{name}.json").read_text())
+        assert infer["cues_file"]
+        for boxes in ("det", "gt"):
+            assert infer[boxes]["instances"] >= infer[boxes]["boxes"] > 0
+    assert (repo / "data/pretrain/hrnet.pt").is_file()
+    # every metrics file holds numbers, all finite
+    files = sorted((repo / "metrics").rglob("*.json"))
+    assert len(files) > 30
+    for path in files:
+        assert finite_numbers(json.loads(path.read_text()), str(path)) > 0, path
+    # the cue file is aligned one to one with the detections it was made from
+    detections = json.loads((repo / "data/detections/val.json").read_text())
+    for name in ("val", "oracle"):
+        cues = json.loads((repo / f"data/cues/{name}.json").read_text())
+        assert [(c["image_id"], c["bbox"]) for c in cues] == [
+            (d["image_id"], d["bbox"]) for d in detections]
+    lines = (repo / "metrics/results.csv").read_text().splitlines()
+    assert lines[0] == "name,boxes,AP,AP50,AP75,APm,APl,AR,AP_easy,AP_medium,AP_hard"
+    assert len(lines) == 1 + 2 * len(MODELS) + 4  # + ensemble, ensemble + PoseFix
+    table = (repo / "metrics/results_table.md").read_text()
+    for row in ("| I.C.+R.R. | ", "| Ensemble | ", "| Ensemble + PoseFix | "):
+        assert row in table
+    for figure in ("figure3_instance_cues", "training_curves", "crowded_persons"):
+        assert (repo / f"metrics/plots/report/{figure}.png").stat().st_size > 5000
+    shown = run([*DVC, "metrics", "show"], repo, env).stdout
+    assert "metrics/scores/ensemble_posefix_det.json" in shown and "metrics/cues.json" in shown
 
 
 @pytest.mark.slow
-def test_infer_and_score_all_models(clone) -> None:
-    repo, env = clone
-    run([sys.executable, "-m", "dvc", "repro", "score"], repo, env)
-    detection = json.loads((repo / "metrics/detection.json").read_text())
-    assert detection["detections_per_image"] > 0 and 0 <= detection["all_persons"]["AP"] <= 1
-    detections = json.loads((repo / "data/detections/val.json").read_text())
-    assert len(detections) == round(detection["detections_per_image"] * detection["images"])
-    log = (repo / "metrics/detector/train.tsv").read_text().splitlines()
-    assert log[0].startswith("epoch\tloss") and len(log) == 1 + 4  # the smoke preset's epochs
-    for name in MODELS:
-        infer = json.loads((repo / f"metrics/infer/{name}.json").read_text())
-        for boxes in ("det", "gt"):
-            assert infer[boxes]["instances"] >= infer[boxes]["boxes"] > 0
-            assert (repo / f"data/infer/{name}/heatmaps_{boxes}.npy").is_file()
-            scores = json.loads((repo / f"metrics/scores/{name}_{boxes}.json").read_text())
-            assert 0.0 <= scores["AP"] <= 1.0 and "AP_hard" in scores
-        if infer["instance_cue"] and not infer["cues_file"]:
-            assert infer["det"]["cue_fallbacks"] == infer["det"]["boxes"]
-    lines = (repo / "metrics/results.csv").read_text().splitlines()
-    assert lines[0] == "name,boxes,AP,AP50,AP75,APm,APl,AR,AP_easy,AP_medium,AP_hard"
-    assert len(lines) == 1 + 2 * len(MODELS)
-    table = (repo / "metrics/results_table.md").read_text()
-    assert "| I.C.+R.R. | " in table and " ± " in table
-    assert (repo / "metrics/plots/ap_by_crowd.png").stat().st_size > 1000
-    shown = run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env).stdout
-    assert "metrics/scores/icrr_b_det.json" in shown and "metrics/infer/ic_a.json" in shown
-    # an eval setting re-runs inference of every model, nothing upstream
+def test_second_repro_runs_nothing(reproduced) -> None:
+    repo, env = reproduced
+    out = run([*DVC, "repro"], repo, env).stdout
+    assert ran_stages(out) == set(), out
+    assert stale_stages(repo, env) == set()
+
+
+@pytest.mark.slow
+def test_param_edits_stale_only_their_dependants(reproduced) -> None:
+    repo, env = reproduced
     params = (repo / "params.yaml").read_text()
-    edited = params.replace("nms_thr: 0.9 ", "nms_thr: 0.8 ")
-    assert edited != params
-    (repo / "params.yaml").write_text(edited)
+    edits = {
+        # a model's entry: that model, and the stages that read the list of models
+        ("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
+         "ic_a: {instance_cue: true, recurrent: false, seed: 3}"):
+            {"train@ic_a", "ensemble", "score"},
+        # an inference setting: every infer stage, and the two that post-process again
+        ("nms_thr: 0.9 ", "nms_thr: 0.8 "):
+            {f"infer@{name}" for name in MODELS} | {"ensemble", "refine"},
+    }
     try:
-        status = run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
-        stale = {line.strip().rstrip(":") for line in status.splitlines()
-                 if line and not line.startswith(("\t", " "))}
-        assert stale == {f"infer@{name}" for name in MODELS}, status
+        for (old, new), expected in edits.items():
+            assert old in params
+            (repo / "params.yaml").write_text(params.replace(old, new, 1))
+            assert stale_stages(repo, env) == expected
     finally:
         (repo / "params.yaml").write_text(params)
+
+
+@pytest.mark.slow
+def test_experiment_reruns_only_posefix_stages_and_metrics_diff_shows_it(reproduced) -> None:
+    repo, env = reproduced
+    out = run([*DVC, "exp", "run", "-S", "posefix.train.lr=0.002"], repo, env).stdout
+    assert ran_stages(out) == {"train_posefix", "refine", "score", "report"}, out
+    diff = run([*DVC, "metrics", "diff", "--json"], repo, env).stdout
+    changed = json.loads(diff)
+    assert "metrics/posefix/train.json" in changed, diff
+    run(["git", "checkout", "-q", "--", "."], repo, env)
+    run([*DVC, "checkout", "-q"], repo, env, check=False)
+
+
+@pytest.mark.slow
+def test_push_and_pull_restore_every_artifact(reproduced, tmp_path: Path) -> None:
+    repo, env = reproduced
+    remote = tmp_path / "remote"
+    run([*DVC, "remote", "add", "-d", "-f", "store", str(remote)], repo, env)
+    run(["git", "add", ".dvc/config"], repo, env)
+    run(["git", "commit", "-qm", "remote"], repo, env)
+    run([*DVC, "push"], repo, env)
+    fresh = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(repo), str(fresh)], tmp_path, env)
+    run([*DVC, "pull"], fresh, env)
+    assert stale_stages(fresh, env) == set()
+    for path in ("data/dataset/annotations/person_keypoints_val.json", "data/detector/model.pt",
+                 "data/pretrain/hrnet.pt", "data/models/icrr_b/model.pt",
+                 "data/cues/val.json", "data/ensemble/results_det.json",
+                 "data/results/ensemble_posefix.json"):
+        assert (fresh / path).read_bytes() == (repo / path).read_bytes(), path

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from hintpose.config import ModelParams, PoseDataParams, PoseParams, PoseTrainParams
+from hintpose.config import (
+    ModelParams,
+    PoseDataParams,
+    PoseParams,
+    PosePretrainParams,
+    PoseTrainParams,
+)
 from hintpose.data.coco import CocoPersons, load_split, write_manifest
 from hintpose.data.topdown import TopDownDataset, training_instances
 from hintpose.errors import ConfigError, DataError
@@ -25,8 +31,12 @@ from hintpose.training import (
     CHECKPOINT,
     StepSettings,
     _collate,
+    build_model,
     load_pose_model,
+    load_pretrained_backbone,
     log_columns,
+    pretrain_backbone,
+    save_backbone,
     save_pose_model,
     select_training_instances,
     summary_metrics,
@@ -306,3 +316,41 @@ def test_saved_model_round_trips(tmp_path: Path, splits) -> None:
     net, config = load_pose_model(tmp_path)
     assert config == json.loads(json.dumps(result.config))
     assert states_equal(net, result.model.cpu())
+
+
+# --------------------------------------------------------------------------- pretraining
+
+
+def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
+    """The pretrain stage's HRNet, saved with official names, is where a cue + recurrent model
+    starts: before any step its last hop equals that HRNet's output (zero-initialised
+    additions), and a resume checkpoint made from other initial weights is not reused."""
+    train, val = splits
+    pose = tiny_pose(epochs=1)
+    pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5}))
+    pre = pretrain_backbone(train, val, pose, None, progress=False)
+    assert len(pre.log) == 1 and not pre.config["instance_cue"]
+    path = tmp_path / "hrnet.pt"
+    save_backbone(path, pre.model)
+
+    net = build_model({**pre.config, "instance_cue": True, "recurrent": True, "hops": 2})
+    load_pretrained_backbone(net, path, "--init")
+    image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(image, cue)[-1], pre.model.eval()(image)[0], atol=1e-6)
+
+    def kill(*_: object) -> None:
+        raise Killed
+
+    model = ModelParams(instance_cue=True, recurrent=True, seed=1)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Killed):
+        train_pose_model(train, None, pose, model, ckpt, progress=False, init=path,
+                         on_epoch_end=kill)
+    other = tmp_path / "other.pt"
+    save_backbone(other, build_model(pre.config))
+    again = train_pose_model(train, None, pose, model, ckpt, progress=False, init=other)
+    assert again.resumed_epochs == 0  # other initial weights: trained afresh
+    with pytest.raises(ConfigError, match="--init: checkpoint file .*nope.pt not found"):
+        train_pose_model(train, None, pose, model, None, progress=False,
+                         init=tmp_path / "nope.pt", init_key="--init")

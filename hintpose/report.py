@@ -1,0 +1,264 @@
+"""Figures of the report stage: the report's Figure 3 (one crowded box, two instance cues, two
+predictions), the training curves of every trained network, and baseline vs I.C.+R.R.
+predictions on the most crowded val persons.
+
+Everything is drawn from the pipeline's own outputs (per-epoch TSVs, cue files, result sets)
+and, for Figure 3, one forward pass of a trained cue model per cue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from hintpose.codec import decode
+from hintpose.data.coco import CocoPersons, read_image
+from hintpose.data.keypoints import COCO_SIGMAS
+from hintpose.data.topdown import Instance, TopDownDataset
+from hintpose.errors import DataError
+from hintpose.inference import inference_data_params
+from hintpose.visualize import PALETTE, draw_person
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def read_logs(logs: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
+    """Per-epoch TSVs by name; a missing or malformed one is a DataError naming it."""
+    frames = {}
+    for name, path in logs.items():
+        if not Path(path).is_file():
+            raise DataError(f"{path}: training log of {name} not found")
+        frame = pd.read_csv(path, sep="\t")
+        if "epoch" not in frame.columns:
+            raise DataError(f"{path}: training log of {name} has no epoch column")
+        frames[name] = frame
+    return frames
+
+
+def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
+    """One panel per network family (the column each family logs), one line per network:
+    training loss solid, validation loss (when logged) dashed, against the epoch."""
+    plt = _pyplot()
+    families: dict[str, list[str]] = {}
+    for name in logs:
+        families.setdefault(name.split("@")[0], []).append(name)
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, (family, names) in zip(axes[0], families.items(), strict=True):
+        for i, name in enumerate(names):
+            frame = logs[name]
+            color = f"C{i % 10}"
+            label = name.split("@")[-1]
+            ycol = "train_loss" if "train_loss" in frame else next(
+                (c for c in frame.columns if c.startswith("loss")), None)
+            if ycol is not None:
+                ax.plot(frame["epoch"], frame[ycol], color=color, label=f"{label} train")
+            if "val_loss" in frame:
+                ax.plot(frame["epoch"], frame["val_loss"], color=color, ls="--",
+                        label=f"{label} val")
+            if "val_AP" in frame:
+                ax.plot(frame["epoch"], frame["val_AP"], color=color, ls=":",
+                        label=f"{label} val AP")
+        ax.set_title(family)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- Figure 3
+
+
+@dataclass(frozen=True)
+class CuePick:
+    """A detection box with two cues on two different GT persons."""
+
+    image_id: int
+    bbox: tuple[float, float, float, float]
+    cues: tuple[tuple[float, float], tuple[float, float]]
+
+
+def _nearest_person(point: Sequence[float], persons: Sequence[dict[str, Any]]) -> int:
+    """Index of the GT person with a labeled joint nearest to ``point``."""
+    best, best_d = -1, np.inf
+    for i, ann in enumerate(persons):
+        k = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        k = k[k[:, 2] > 0]
+        if len(k):
+            d = float(np.min(np.linalg.norm(k[:, :2] - np.asarray(point[:2]), axis=1)))
+            if d < best_d:
+                best, best_d = i, d
+    return best
+
+
+def pick_crowded_box(coco: CocoPersons, cue_records: Sequence[dict[str, Any]]) -> CuePick:
+    """The detection whose first two cues lie nearest to two different GT persons, preferring
+    the most crowded image (CrowdPose crowd index); a DataError when no box qualifies."""
+    candidates = []
+    for rec in cue_records:
+        cues = rec.get("cues") or []
+        persons = [a for a in coco.annotations_of(rec["image_id"]) if not a.get("iscrowd", 0)]
+        for a in range(len(cues)):
+            for b in range(a + 1, len(cues)):
+                pa, pb = _nearest_person(cues[a], persons), _nearest_person(cues[b], persons)
+                if pa >= 0 and pb >= 0 and pa != pb:
+                    crowd = float(coco.images[rec["image_id"]].get("crowdIndex", 0.0))
+                    candidates.append((-crowd, -rec["score"], rec["image_id"], tuple(rec["bbox"]),
+                                       (tuple(cues[a][:2]), tuple(cues[b][:2]))))
+                    break
+            else:
+                continue
+            break
+    if not candidates:
+        raise DataError("no detection box has two cues on two different persons: nothing to "
+                        "show for Figure 3")
+    _, _, image_id, bbox, cues = min(candidates)
+    return CuePick(image_id, bbox, cues)
+
+
+@torch.no_grad()
+def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
+                    pick: CuePick, path: Path) -> None:
+    """The report's Figure 3: for each of the two cues, the input crop with the cue, the
+    predicted heatmaps (max over joints) and the decoded skeleton."""
+    plt = _pyplot()
+    params = inference_data_params(config)
+    instances = [Instance(pick.image_id, pick.bbox, 1.0, cue=c) for c in pick.cues]
+    dataset = TopDownDataset(coco, instances, params, train=False)
+    skeleton = coco.category.get("skeleton", [])
+    fig, axes = plt.subplots(2, 3, figsize=(7.5, 6.2))
+    for row, i in enumerate(range(len(instances))):
+        image, _, _, cue, meta = dataset[i]
+        heat = net(image[None], cue[None])[-1].float().numpy()
+        rgb = image.numpy().transpose(1, 2, 0) * np.array([0.229, 0.224, 0.225]) + np.array(
+            [0.485, 0.456, 0.406])
+        rgb = np.clip(rgb, 0, 1)
+        h_in, w_in = rgb.shape[:2]
+        cx, cy = meta["cue"]
+        axes[row][0].imshow(rgb)
+        axes[row][0].plot([cx], [cy], "r+", ms=14, mew=2)
+        axes[row][0].set_title(f"cue {row + 1}", fontsize=9)
+        hm = cv2.resize(heat[0].max(axis=0), (w_in, h_in), interpolation=cv2.INTER_LINEAR)
+        axes[row][1].imshow(rgb)
+        axes[row][1].imshow(hm, alpha=0.6, cmap="jet")
+        axes[row][1].set_title("heatmaps (max over joints)", fontsize=9)
+        # Decode in input pixels: a crop of the input size centred on the input.
+        center = np.array([[w_in / 2, h_in / 2]])
+        coords, maxvals = decode(heat, center, np.array([[w_in, h_in]], dtype=np.float64))
+        canvas = np.ascontiguousarray((rgb[:, :, ::-1] * 255).astype(np.uint8))
+        kpts = np.concatenate([coords[0], maxvals[0]], axis=1)
+        draw_person(canvas, kpts, skeleton, PALETTE[row % len(PALETTE)], min_visibility=0.0)
+        axes[row][2].imshow(canvas[:, :, ::-1])
+        axes[row][2].set_title("prediction", fontsize=9)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.suptitle(f"{config.get('name', 'model')}: image {pick.image_id}, one box, two cues",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- crowded persons
+
+
+def most_crowded_persons(coco: CocoPersons, count: int) -> list[dict[str, Any]]:
+    """The ``count`` labeled val persons whose box overlaps another person's box the most
+    (largest IoU), most crowded first."""
+    scored = []
+    for image_id in coco.images:
+        persons = [a for a in coco.annotations_of(image_id)
+                   if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+        boxes = np.array([a["bbox"] for a in persons], dtype=np.float64).reshape(-1, 4)
+        for i, ann in enumerate(persons):
+            others = np.delete(boxes, i, axis=0)
+            if len(others):
+                scored.append((-float(_iou(boxes[i], others).max()), ann["id"], ann))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    return [ann for _, _, ann in scored[:count]]
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[0] + box[2], others[:, 0] + others[:, 2])
+    y1 = np.minimum(box[1] + box[3], others[:, 1] + others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return inter / (box[2] * box[3] + others[:, 2] * others[:, 3] - inter + 1e-9)
+
+
+def coco_oks(gt: np.ndarray, preds: np.ndarray, area: float,
+             sigmas: np.ndarray = COCO_SIGMAS) -> np.ndarray:
+    """COCO's OKS of predictions (M, J, 3) against one GT pose (J, 3): over its labeled
+    joints, scale from its area."""
+    labeled = gt[:, 2] > 0
+    if not labeled.any():
+        return np.zeros(len(preds))
+    var = (2 * sigmas[labeled]) ** 2
+    d2 = ((preds[:, labeled, :2] - gt[None, labeled, :2]) ** 2).sum(-1)
+    return np.exp(-d2 / var[None] / (area + np.spacing(1)) / 2).mean(axis=1)
+
+
+def best_match(ann: dict[str, Any], results: Sequence[dict[str, Any]]) -> tuple[
+        np.ndarray | None, float]:
+    """The result of ``ann``'s image with the highest OKS to it, and that OKS."""
+    own = [r for r in results if r["image_id"] == ann["image_id"]]
+    if not own:
+        return None, 0.0
+    gt = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+    preds = np.array([r["keypoints"] for r in own], dtype=np.float64).reshape(len(own), -1, 3)
+    oks = coco_oks(gt, preds, float(ann["area"]))
+    k = int(np.argmax(oks))
+    return preds[k], float(oks[k])
+
+
+def plot_crowded_grid(coco: CocoPersons, persons: Sequence[dict[str, Any]],
+                      results: Mapping[str, Sequence[dict[str, Any]]], path: Path) -> None:
+    """One row per crowded person: its GT, then each result set's best-matching pose (OKS
+    in the caption), cropped around the person's box."""
+    plt = _pyplot()
+    names = list(results)
+    skeleton = coco.category.get("skeleton", [])
+    cols = 1 + len(names)
+    fig, axes = plt.subplots(len(persons), cols, figsize=(2.3 * cols, 2.6 * len(persons)),
+                             squeeze=False)
+    for row, ann in enumerate(persons):
+        image = read_image(coco.image_path(ann["image_id"]))
+        x, y, w, h = ann["bbox"]
+        pad = 0.25 * max(w, h)
+        x0, y0 = int(max(0, x - pad)), int(max(0, y - pad))
+        x1 = int(min(image.shape[1], x + w + pad))
+        y1 = int(min(image.shape[0], y + h + pad))
+        panels = [("GT", np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3), None)]
+        for name in names:
+            pred, oks = best_match(ann, results[name])
+            panels.append((name, pred, oks))
+        for col, (title, kpts, oks) in enumerate(panels):
+            canvas = image.copy()
+            if kpts is not None:
+                draw_person(canvas, kpts, skeleton, PALETTE[col % len(PALETTE)])
+            ax = axes[row][col]
+            ax.imshow(canvas[y0:y1, x0:x1, ::-1])
+            ax.set_title(title if oks is None else f"{title} OKS {oks:.2f}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

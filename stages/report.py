@@ -1,0 +1,72 @@
+"""Stage report: the figures for `dvc plots` and the README.
+
+- ``<out>/figure3_instance_cues.png``: the report's Figure 3 with ``--cue-model`` on the
+  detection box (of ``--cues``) whose first two cues lie on two different persons of the most
+  crowded image: for each cue, the crop, the heatmaps and the skeleton.
+- ``<out>/training_curves.png``: training and validation losses of every trained network
+  (``--log NAME=TSV``; names ``family@member`` share a panel).
+- ``<out>/crowded_persons.png``: for the ``--persons`` most overlapped val persons, the GT and
+  the best-matching pose (highest OKS) of each ``--compare NAME=RESULTS`` (detector boxes).
+AP by crowd level per result set is the score stage's ``metrics/plots/ap_by_crowd.png``.
+"""
+
+import argparse
+from pathlib import Path
+
+from hintpose.cli import run
+from hintpose.config import load_params
+from hintpose.data.coco import load_split, read_json
+from hintpose.errors import ConfigError
+from hintpose.report import (
+    most_crowded_persons,
+    pick_crowded_box,
+    plot_crowded_grid,
+    plot_cue_figure,
+    plot_training_curves,
+    read_logs,
+)
+from hintpose.training import load_pose_model
+
+
+def pairs(specs: list[str], flag: str) -> dict[str, Path]:
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{flag} {spec!r}: expected NAME=PATH")
+        out[name] = Path(path)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--cues", type=Path, required=True, help="the cue stage's val.json")
+    ap.add_argument("--cue-model", type=Path, required=True, help="a trained cue model folder")
+    ap.add_argument("--log", action="append", default=[], metavar="NAME=TSV")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS")
+    ap.add_argument("--persons", type=int, default=6)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    load_params(args.params)  # a broken params file stops here, as in every stage
+    coco = load_split(args.dataset, "val")
+    logs = read_logs(pairs(args.log, "--log"))
+    compare = {name: read_json(path, "results file")
+               for name, path in pairs(args.compare, "--compare").items()}
+    net, config = load_pose_model(args.cue_model, "cpu")
+    if not config["instance_cue"]:
+        raise ConfigError(f"--cue-model {args.cue_model}: this model takes no instance cue")
+    pick = pick_crowded_box(coco, read_json(args.cues, "cues file"))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_cue_figure(net, config, coco, pick, args.out / "figure3_instance_cues.png")
+    plot_training_curves(logs, args.out / "training_curves.png")
+    persons = most_crowded_persons(coco, args.persons)
+    plot_crowded_grid(coco, persons, compare, args.out / "crowded_persons.png")
+    print(f"report: 3 figures in {args.out} (Figure 3 from image {pick.image_id})")
+
+
+if __name__ == "__main__":
+    run(main)
