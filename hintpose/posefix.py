@@ -1,5 +1,5 @@
-"""PoseFix: training on GT poses with synthesized errors, refinement of any COCO keypoint
-results file, and an analysis of which joints it moves closer to the GT.
+"""PoseFix: training on GT poses with synthesized errors and refinement of any COCO keypoint
+results file (inputs in ``posefix_data``, the analysis of its effect in ``posefix_analysis``).
 
 Training (PoseFix's recipe, sized by ``posefix.train``): Adam, step decay of the lr at
 fractions ``lr_steps``, loss = heatmap cross-entropy + ``coord_weight`` x soft-argmax L1
@@ -33,14 +33,11 @@ from tqdm import tqdm
 
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, read_json
-from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.topdown import flip_pairs_from_names, transform_points
 from hintpose.errors import DataError
 from hintpose.models.posefix import PoseFix, posefix_loss, soft_argmax
 from hintpose.posefix_data import (
-    ERROR_TYPES,
-    KS_JITTER,
     PosefixTrainSet,
     RefineSet,
     posefix_people,
@@ -372,108 +369,3 @@ def _nms(entries: Sequence[dict[str, Any]], areas: np.ndarray, thr: float,
         sig = COCO_SIGMAS if kpts.shape[1] == len(COCO_SIGMAS) else np.full(kpts.shape[1], 0.079)
         out += [entries[idx[k]] for k in nms(kpts, scores, areas[idx], thr, sig)]
     return out
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def _ks(d2: np.ndarray, area: float, sigmas: np.ndarray) -> np.ndarray:
-    return np.exp(-d2 / (2 * max(area, 1.0) * (2 * sigmas) ** 2))
-
-
-def _oks(pose: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray) -> float:
-    labeled = gt[:, 2] > 0
-    if not labeled.any():
-        return 0.0
-    d2 = ((pose[:, :2] - gt[:, :2]) ** 2).sum(1)
-    return float(_ks(d2, area, sigmas)[labeled].mean())
-
-
-def classify_joints(pose: np.ndarray, gt: np.ndarray, others: np.ndarray, area: float,
-                    sigmas: np.ndarray, counterpart: np.ndarray) -> np.ndarray:
-    """Error type (ERROR_TYPES index, -1 for joints unlabeled in ``gt``) of each joint of an
-    estimated pose (J, 2+) matched to ``gt`` (J, 3), with the image's other GT persons
-    ``others`` (M, J, 3), by keypoint similarity as Ronchi & Perona: good >= 0.85, jitter
-    >= 0.5 to the GT; else inversion / swap when >= 0.5 to the counterpart / another
-    person's same or counterpart joint; else miss."""
-    types = np.full(len(gt), -1)
-    for j in np.flatnonzero(gt[:, 2] > 0):
-
-        def ks(p: np.ndarray, j: int = j) -> float:
-            return float(_ks(((pose[j, :2] - p) ** 2).sum(), area, sigmas[j]))
-
-        k = ks(gt[j, :2])
-        c = counterpart[j]
-        if k >= 0.85:
-            types[j] = 0
-        elif k >= KS_JITTER:
-            types[j] = 1
-        elif c >= 0 and gt[c, 2] > 0 and ks(gt[c, :2]) >= KS_JITTER:
-            types[j] = 2
-        elif any(o[i, 2] > 0 and ks(o[i, :2]) >= KS_JITTER for o in others
-                 for i in ([j] if c < 0 else [j, c])):
-            types[j] = 3
-        else:
-            types[j] = 4
-    return types
-
-
-def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
-                        refined: Sequence[dict[str, Any]], min_oks: float = 0.1
-                        ) -> dict[str, Any]:
-    """Per labeled GT joint, whether refinement moved the estimate closer to the GT or
-    farther: input poses are matched greedily (best score first) to the GT person of highest
-    OKS (at least ``min_oks``; each GT once); counted overall, by the input joint's error type
-    and by the image's crowd level."""
-    names = coco.category["keypoints"]
-    sigmas = COCO_SIGMAS if coco.num_joints == len(COCO_SIGMAS) else np.full(
-        coco.num_joints, 0.079)
-    counterpart = np.full(coco.num_joints, -1)
-    for a, b in flip_pairs_from_names(names):
-        counterpart[a], counterpart[b] = b, a
-    persons = defaultdict(list)
-    for ann in coco.training_persons():
-        persons[ann["image_id"]].append(ann)
-    levels = {iid: crowd_level(img.get("crowdIndex", crowd_index(coco.annotations_of(iid))))
-              for iid, img in coco.images.items()}
-    rows = []  # (type, level, before distance, after distance, ks before, ks after)
-    taken: set[int] = set()
-    for i in sorted(range(len(inputs)), key=lambda i: -inputs[i]["score"]):
-        iid = inputs[i]["image_id"]
-        before = np.reshape(inputs[i]["keypoints"], (-1, 3))
-        after = np.reshape(refined[i]["keypoints"], (-1, 3))
-        best, best_oks = None, min_oks
-        for ann in persons.get(iid, []):
-            if ann["id"] in taken:
-                continue
-            o = _oks(before, np.reshape(ann["keypoints"], (-1, 3)), ann["area"], sigmas)
-            if o >= best_oks:
-                best, best_oks = ann, o
-        if best is None:
-            continue
-        taken.add(best["id"])
-        gt = np.reshape(best["keypoints"], (-1, 3)).astype(np.float64)
-        others = np.array([np.reshape(a["keypoints"], (-1, 3)) for a in persons[iid]
-                           if a["id"] != best["id"]]).reshape(-1, len(gt), 3)
-        types = classify_joints(before, gt, others, best["area"], sigmas, counterpart)
-        d_before = np.linalg.norm(before[:, :2] - gt[:, :2], axis=1)
-        d_after = np.linalg.norm(after[:, :2] - gt[:, :2], axis=1)
-        for j in np.flatnonzero(types >= 0):
-            rows.append((ERROR_TYPES[types[j]], levels[iid], d_before[j], d_after[j],
-                         float(_ks(d_before[j] ** 2, best["area"], sigmas[j])),
-                         float(_ks(d_after[j] ** 2, best["area"], sigmas[j]))))
-
-    def summary(sel: list[tuple]) -> dict[str, float | int]:
-        if not sel:
-            return {"joints": 0}
-        arr = np.array([r[2:] for r in sel], dtype=np.float64)
-        return {"joints": len(sel),
-                "reduced": round(float((arr[:, 1] < arr[:, 0] - 1e-6).mean()), 4),
-                "increased": round(float((arr[:, 1] > arr[:, 0] + 1e-6).mean()), 4),
-                "ks_before": round(float(arr[:, 2].mean()), 4),
-                "ks_after": round(float(arr[:, 3].mean()), 4)}
-
-    return {"matched_poses": len(taken), "inputs": len(inputs), "overall": summary(rows),
-            "by_error_type": {t: summary([r for r in rows if r[0] == t]) for t in ERROR_TYPES},
-            "by_crowd_level": {lv: summary([r for r in rows if r[1] == lv])
-                               for lv in CROWD_LEVELS}}

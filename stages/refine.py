@@ -19,7 +19,8 @@ from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
-from hintpose.posefix import load_model, read_pose_results, refine_results, refinement_analysis
+from hintpose.posefix import load_model, read_pose_results, refine_results
+from hintpose.posefix_analysis import refinement_analysis
 from hintpose.training import resolve_device
 
 

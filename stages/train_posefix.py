@@ -7,6 +7,7 @@ killed run continue (it is removed once the model is written).
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def main() -> None:
                "val_loss": last["val_loss"], "val_l1": last["val_l1"],
                "train_seconds": round(sum(r["seconds"] for r in result.log), 2),
                "resumed_epochs": result.resumed_epochs}
+    # no val persons: null, not NaN (which JSON readers and `dvc metrics` reject)
+    metrics = {k: None if isinstance(v, float) and math.isnan(v) else v
+               for k, v in metrics.items()}
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.metrics.with_name(f".{args.metrics.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")

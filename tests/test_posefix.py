@@ -18,14 +18,8 @@ from hintpose.data.keypoints import COCO_SIGMAS, KEYPOINT_NAMES
 from hintpose.data.prepare import prepare_dataset
 from hintpose.errors import DataError
 from hintpose.models.posefix import PoseFix, bilinear_target, posefix_loss, soft_argmax
-from hintpose.posefix import (
-    classify_joints,
-    read_pose_results,
-    refine_results,
-    refinement_analysis,
-    save_model,
-    train_posefix,
-)
+from hintpose.posefix import read_pose_results, refine_results, save_model, train_posefix
+from hintpose.posefix_analysis import classify_joints, refinement_analysis
 from hintpose.posefix_data import (
     ERROR_TYPES,
     INVERSION,
