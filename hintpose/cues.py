@@ -154,9 +154,12 @@ def maps_to_peaks(maps: torch.Tensor, inverse: np.ndarray, joint: int | None, nu
 def multiposenet_cues(
     net: MultiPoseNet, config: dict[str, Any], coco: CocoPersons,
     boxes: Sequence[dict[str, Any]], params: CuesParams, device: torch.device,
-    bf16: bool = False, channels_last: bool = True, progress: bool = True,
+    bf16: bool = False, channels_last: bool = True, progress: bool = True, threads: int = 0,
 ) -> Cues:
-    """Cues of every box from the peaks of its image's maps (see the module docstring)."""
+    """Cues of every box from the peaks of its image's maps (see the module docstring);
+    ``threads`` > 0 sets torch's intra-op threads."""
+    if threads > 0:
+        torch.set_num_threads(threads)
     joint = resolve_joint(params.joint, config["keypoint_names"])
     image_ids = sorted({int(b["image_id"]) for b in boxes})
     peaks: dict[int, np.ndarray] = {}

@@ -10,8 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from hintpose.bottomup import load_model, write_json
 from hintpose.cli import run
 from hintpose.config import load_params
@@ -35,12 +33,11 @@ def main() -> None:
     coco = load_split(args.dataset, "val")
     boxes = read_boxes(args.detections, coco)
     device = resolve_device(mpn.device, key="multiposenet.device")
-    if mpn.train.threads > 0:
-        torch.set_num_threads(mpn.train.threads)
     net, config = load_model(args.model_dir, device)
     start = time.perf_counter()
     found = multiposenet_cues(net, config, coco, boxes, params, device,
-                              mpn.train.bf16 and bf16_supported(device), mpn.train.channels_last)
+                              mpn.train.bf16 and bf16_supported(device), mpn.train.channels_last,
+                              threads=mpn.train.threads)
     seconds = time.perf_counter() - start
     oracle = oracle_cues(coco, boxes, params.max_per_box)
     sources = {"multiposenet": found, "gt": oracle}
