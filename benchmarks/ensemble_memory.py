@@ -2,7 +2,7 @@
 
 Builds three synthetic ``infer`` member folders in a temporary directory (two cue models with
 one to three cues per box, one model without a cue input, so the per-box broadcast is
-exercised), with the default heatmap size (17 x 32 x 24, float16), and runs the ensemble of
+exercised), with 17 x 32 x 24 float16 heatmaps (a 128x96 input), and runs the ensemble of
 each size in a fresh process, printing its peak resident set size (VmHWM), the RSS after
 imports, the heatmap bytes on disk and the time. Streaming keeps the peak independent of the
 number of instances up to the small per-instance results; loading every member instead would
