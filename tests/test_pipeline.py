@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REALDATA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,6 +156,15 @@ def test_whole_pipeline_outputs(reproduced) -> None:
         assert (repo / f"metrics/plots/report/{figure}.png").stat().st_size > 5000
     shown = run([*DVC, "metrics", "show"], repo, env).stdout
     assert "metrics/scores/ensemble_posefix_det.json" in shown and "metrics/cues.json" in shown
+    # the demo runs detector, cue net and a pose model on any image and draws the result
+    images = [next((repo / "data/dataset/images").rglob("*.jpg"))]
+    real = REALDATA / "mmpose_coco" / "000000196141.jpg"  # a real COCO photo, when present
+    images += [real] if real.is_file() else []
+    for image in images:
+        out = run([sys.executable, "-m", "hintpose.demo", str(image), "--out",
+                   str(repo / "demo.png")], repo, env).stdout
+        assert "persons detected" in out and (repo / "demo.png").stat().st_size > 10_000
+        (repo / "demo.png").unlink()
 
 
 @pytest.mark.slow
