@@ -54,7 +54,8 @@ def read_logs(logs: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
 
 def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
     """One panel per network family (the column each family logs), one line per network:
-    training loss solid, validation loss (when logged) dashed, against the epoch."""
+    training loss solid, validation loss (when logged) dashed, on a log scale, against the
+    epoch."""
     plt = _pyplot()
     families: dict[str, list[str]] = {}
     for name in logs:
@@ -76,6 +77,7 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
                 ax.plot(frame["epoch"], frame["val_AP"], color=color, ls=":",
                         label=f"{label} val AP")
         ax.set_title(family)
+        ax.set_yscale("log")  # losses of very different sizes (hops, spikes) stay readable
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
