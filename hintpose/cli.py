@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from hintpose.errors import HintPoseError
 
@@ -15,3 +17,12 @@ def run(main: Callable[[], None]) -> None:
     except HintPoseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace``: a reader
+    (or a killed stage) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -11,24 +11,15 @@ code path), plus ``ensemble.json`` with the members and settings. Everything goe
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
-from hintpose.cli import run
+from hintpose.cli import run, write_text_atomic
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.ensemble import resolve_members, run_ensemble
 from hintpose.inference import inference_files
-
-BOX_MODES = ("det", "gt")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from hintpose.results import BOX_MODES
 
 
 def main() -> None:

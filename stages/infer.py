@@ -14,13 +14,12 @@ and replaces ``<out>`` only when complete.
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from hintpose.cli import run
+from hintpose.cli import run, write_text_atomic
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import DataError
@@ -34,13 +33,6 @@ from hintpose.inference import (
     with_cues,
 )
 from hintpose.training import bf16_supported, load_pose_model, resolve_device
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -10,25 +10,17 @@ when every input has been refined, each atomically.
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from hintpose.cli import run
+from hintpose.cli import run, write_text_atomic
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
 from hintpose.posefix import load_model, read_pose_results, refine_results
 from hintpose.posefix_analysis import refinement_analysis
 from hintpose.training import resolve_device
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:

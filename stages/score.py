@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hintpose.cli import run
+from hintpose.cli import run, write_text_atomic
 from hintpose.config import load_params
 from hintpose.data.coco import load_split, read_json
 from hintpose.errors import ConfigError, DataError
@@ -40,12 +40,6 @@ def atomic(path: Path) -> Path:
     """A temporary sibling of ``path`` to write first and ``os.replace`` onto it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = atomic(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def result_sets(infer_dir: Path, models: list[str],
@@ -120,10 +114,10 @@ def main() -> None:
                                                                  + "\n")
     shutil.rmtree(args.scores, ignore_errors=True)
     tmp.rename(args.scores)
-    write_text(args.csv, results.to_csv(index=False, float_format="%.6g"))
-    write_text(args.table.with_suffix(".csv"), table.to_csv(index=False))
-    write_text(args.table.with_suffix(".md"), table_markdown(table))
-    write_text(args.crowd_plot.with_suffix(".csv"), crowd_frame(results).to_csv(index=False))
+    write_text_atomic(args.csv, results.to_csv(index=False, float_format="%.6g"))
+    write_text_atomic(args.table.with_suffix(".csv"), table.to_csv(index=False))
+    write_text_atomic(args.table.with_suffix(".md"), table_markdown(table))
+    write_text_atomic(args.crowd_plot.with_suffix(".csv"), crowd_frame(results).to_csv(index=False))
     png = atomic(args.crowd_plot.with_suffix(".png"))
     plot_ap_by_crowd(results, png)
     os.replace(png, args.crowd_plot.with_suffix(".png"))
