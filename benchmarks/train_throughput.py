@@ -1,10 +1,11 @@
 """Training throughput (img/s) of the pose models on random inputs: forward + backward + Adam step.
 
-Measures HRNet-W32 at 256x192 and the default size of params.yaml (pose.width, pose.data input
-size), each in the project's training path (channels_last, plus bf16 autocast where the CPU
-has fast bf16 kernels, as ``hintpose.training`` decides) and in plain fp32 with contiguous
-tensors, plus the cost of the recurrent variant (pose.hops outputs) relative to the baseline
-at the default size. The last line printed is one JSON object with every figure.
+Measures the official HRNet-W32 at 256x192 and the default network of params.yaml (pose.width,
+modules, blocks and the pose.data input size; also with the official layout), each in the
+project's training path (channels_last, plus bf16 autocast where the CPU has fast bf16
+kernels, as ``hintpose.training`` decides) and in plain fp32 with contiguous tensors, plus
+the cost of the recurrent variant (pose.hops outputs) relative to the baseline at the
+default size. The last line printed is one JSON object with every figure.
 
     PYTHONPATH=. python benchmarks/train_throughput.py [--params params.yaml] [--batch 16]
 """
@@ -22,15 +23,19 @@ import torch
 
 from hintpose.config import PoseParams, load_params
 from hintpose.models.hintpose import HintPose
+from hintpose.models.hrnet import OFFICIAL_BLOCKS, OFFICIAL_MODULES
 from hintpose.training import StepSettings, bf16_supported, train_step
 
 
 def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
-            batch: int = 16, warmup: int = 2, iters: int = 5, instance_cue: bool = False) -> float:
-    """Images per second of training steps of one HintPose configuration; ``size`` is (W, H)."""
+            batch: int = 16, warmup: int = 2, iters: int = 5, instance_cue: bool = False,
+            layout: tuple[tuple[int, ...], int] = (OFFICIAL_MODULES, OFFICIAL_BLOCKS)) -> float:
+    """Images per second of training steps of one HintPose configuration; ``size`` is (W, H),
+    ``layout`` the HRNet (modules per stage, blocks per branch)."""
     torch.manual_seed(0)
     recurrent = hops > 1
-    net = HintPose(width, instance_cue, recurrent, hops=hops if recurrent else 1)
+    net = HintPose(width, instance_cue, recurrent, hops=hops if recurrent else 1,
+                   modules=layout[0], blocks=layout[1])
     s = StepSettings(torch.device("cpu"), bf16=bf16, channels_last=channels_last,
                      instance_cue=instance_cue)
     net.to(memory_format=s.memory_format).train()
@@ -87,22 +92,26 @@ def main() -> None:
               "path runs fp32")
     results: dict[str, float | int | str | bool] = {
         "threads": torch.get_num_threads(), **run, "bf16": bf16, "channels_last": cl}
+    official = (OFFICIAL_MODULES, OFFICIAL_BLOCKS)
+    layout = (pose.modules, pose.blocks)
     cases = [
-        ("train_img_s", 32, (192, 256), bf16, cl, 1),
-        ("fp32_plain_img_s", 32, (192, 256), False, False, 1),
-        ("default_img_s", pose.width, default, bf16, cl, 1),
-        ("default_fp32_plain_img_s", pose.width, default, False, False, 1),
-        ("default_rr_img_s", pose.width, default, bf16, cl, pose.hops),
+        ("train_img_s", 32, (192, 256), bf16, cl, 1, official),
+        ("fp32_plain_img_s", 32, (192, 256), False, False, 1, official),
+        ("default_img_s", pose.width, default, bf16, cl, 1, layout),
+        ("default_fp32_plain_img_s", pose.width, default, False, False, 1, layout),
+        ("default_rr_img_s", pose.width, default, bf16, cl, pose.hops, layout),
+        ("default_official_layout_img_s", pose.width, default, bf16, cl, 1, official),
     ]
     if args.force_bf16 and not bf16:
-        cases.append(("default_forced_bf16_img_s", pose.width, default, True, True, 1))
-    for key, width, size, use_bf16, use_cl, hops in cases:
-        value = measure(width, size, use_bf16, use_cl, hops, **run)
+        cases.append(("default_forced_bf16_img_s", pose.width, default, True, True, 1, layout))
+    for key, width, size, use_bf16, use_cl, hops, arch in cases:
+        value = measure(width, size, use_bf16, use_cl, hops, **run, layout=arch)
         results[key] = round(value, 2)
         path = ("bf16" if use_bf16 else "fp32") + ("+channels_last" if use_cl else " contiguous")
-        print(f"W{width} {size[1]}x{size[0]} hops {hops} {path:>18}: {value:7.2f} img/s",
-              flush=True)
-    results["default_size"] = f"W{pose.width} {default[1]}x{default[0]}"
+        print(f"W{width} {size[1]}x{size[0]} modules {list(arch[0])} blocks {arch[1]} hops {hops} "
+              f"{path:>18}: {value:7.2f} img/s", flush=True)
+    results["default_size"] = (f"W{pose.width} {default[1]}x{default[0]}, modules "
+                               f"{list(pose.modules)}, blocks {pose.blocks}")
     results["rr_hops"] = pose.hops
     results["rr_cost_ratio"] = round(results["default_img_s"] / results["default_rr_img_s"], 3)
     results["speedup_w32"] = round(results["train_img_s"] / results["fp32_plain_img_s"], 3)

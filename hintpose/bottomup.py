@@ -51,7 +51,7 @@ from hintpose.data.topdown import (
 )
 from hintpose.errors import ConfigError, DataError, HintPoseError
 from hintpose.models.multiposenet import MultiPoseNet, multiposenet_loss
-from hintpose.training import bf16_supported, resolve_device
+from hintpose.training import _load_checkpoint, bf16_supported, resolve_device
 
 CHECKPOINT = "last.pt"
 MODEL_WEIGHTS = "model.pt"
@@ -363,26 +363,6 @@ def _fingerprint(config: dict[str, Any], params: MultiPoseNetParams,
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in RUNTIME_KEYS}
     digest = hashlib.sha256(np.asarray(image_ids, np.int64).tobytes()).hexdigest()[:16]
     return {**config, "train": train, "pretrained": params.pretrained, "images": digest}
-
-
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # an interrupted save
-        stale.unlink(missing_ok=True)
-    if not path.is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        stored = ckpt["fingerprint"]
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read the training checkpoint ({exc}); delete it to "
-                        "start training afresh") from None
-    if stored != fingerprint:
-        keys = sorted(k for k in set(stored) | set(fingerprint)
-                      if stored.get(k) != fingerprint.get(k))
-        print(f"note: {path} was made with other settings ({', '.join(keys)}); training "
-              "from scratch", flush=True)
-        return None
-    return ckpt
 
 
 def train_image_ids(coco: CocoPersons, max_images: int, seed: int) -> list[int]:

@@ -209,6 +209,14 @@ class PoseParams:
     """``pose``: settings shared by every top-down pose model."""
 
     width: int = field(default=16, metadata={"min": 1})
+    #: HRNet modules in stages 2, 3, 4 and BasicBlocks per branch: official (1, 4, 3) and 4;
+    #: fewer give a shallower, faster HRNet (1, 1, 1 and 2: HRNetV2-W18-Small-v1's layout).
+    #: ``pretrained`` checkpoints need the official layout.
+    modules: tuple[int, int, int] = field(default=(1, 4, 3), metadata={"min": 1})
+    blocks: int = field(default=4, metadata={"min": 1})
+    #: Conv initialisation from scratch: ``official`` N(0, 0.001) or ``he`` (kaiming normal),
+    #: which learns faster on a short schedule (see hintpose.models.hrnet).
+    init: str = field(default="official", metadata={"choices": ("official", "he")})
     #: Hops of recurrent refinement (used by models with ``recurrent: true``).
     hops: int = field(default=3, metadata={"min": 1})
     #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...): the pretrain

@@ -43,6 +43,7 @@ from hintpose.data.coco import CocoPersons, read_json
 from hintpose.data.topdown import Instance, TopDownDataset, training_instances
 from hintpose.errors import ConfigError, DataError, HintPoseError
 from hintpose.models.hintpose import HintPose, joints_mse_loss
+from hintpose.models.hrnet import OFFICIAL_BLOCKS, OFFICIAL_MODULES
 
 CHECKPOINT = "last.pt"
 MODEL_WEIGHTS = "model.pt"
@@ -143,6 +144,9 @@ def model_config(pose: PoseParams, model: ModelParams, coco: CocoPersons) -> dic
     d = pose.data
     return {
         "width": pose.width,
+        "modules": list(pose.modules),
+        "blocks": pose.blocks,
+        "init": pose.init,
         "instance_cue": model.instance_cue,
         "recurrent": model.recurrent,
         "hops": model_hops(pose, model),
@@ -160,7 +164,10 @@ def model_config(pose: PoseParams, model: ModelParams, coco: CocoPersons) -> dic
 def build_model(config: dict[str, Any]) -> HintPose:
     """A HintPose network of the structure in ``config`` (see :func:`model_config`)."""
     return HintPose(config["width"], config["instance_cue"], config["recurrent"],
-                    hops=config["hops"], num_joints=config["num_joints"])
+                    hops=config["hops"], num_joints=config["num_joints"],
+                    modules=tuple(config.get("modules", OFFICIAL_MODULES)),
+                    blocks=config.get("blocks", OFFICIAL_BLOCKS),
+                    init=config.get("init", "official"))
 
 
 def load_pretrained_backbone(net: HintPose, path: str | Path,

@@ -39,7 +39,12 @@ def machine() -> dict[str, object]:
         mem_gib = round(kib / 2**20, 1)
     import torch  # noqa: PLC0415  (only for its version and the device)
 
+    from hintpose.training import bf16_supported  # noqa: PLC0415
+
+    # The same "AMD EPYC" name covers CPUs with and without AVX-512 (bf16 autocast): say which.
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16": bf16_supported(torch.device("cpu")),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__}
 

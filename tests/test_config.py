@@ -37,6 +37,8 @@ def test_defaults_fill_missing_keys(tmp_path: Path) -> None:
         ({"pose": {"data": {"sigma": -1}}}, "params.yaml: pose.data.sigma must be > 0, got -1.0"),
         ({"pose": {"data": {"sigmaa": 2}}}, "params.yaml: pose.data.sigmaa is not a known key"),
         ({"bogus": 1}, "params.yaml: bogus is not a known key"),
+        ({"pose": {"modules": [1, 1]}}, "params.yaml: pose.modules must be a list of 3 values"),
+        ({"pose": {"modules": [1, 0, 1]}}, "params.yaml: pose.modules must be >= 1"),
         ({"pose": {"data": {"input_width": "96"}}},
          "params.yaml: pose.data.input_width must be an integer, got '96'"),
         ({"pose": {"data": {"input_width": True}}},

@@ -74,6 +74,36 @@ def test_state_dict_matches_official(width: int) -> None:
     assert len(ours) == 1754
 
 
+def test_shallow_layout_is_a_subset_of_the_official_names() -> None:
+    """Fewer modules and blocks (HRNetV2-W18-Small-v1's layout) keep the official names: every
+    entry exists in the official W32 state dict, with the same shape."""
+    reference = json.loads(REFERENCE.read_text())["w32"]
+    with torch.device("meta"):
+        net = HRNet(32, modules=(1, 1, 1), blocks=2)
+    ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert ours and all(reference[k] == shape for k, shape in ours.items())
+    assert len(ours) < len(reference) // 3
+    assert "stage3.1.branches.0.0.conv1.weight" not in ours
+    assert "stage2.0.branches.0.2.conv1.weight" not in ours
+    small = HintPose(8, True, True, hops=2, modules=(1, 2, 1), blocks=1).eval()
+    image, cue = inputs()
+    assert [o.shape for o in small(image, cue)] == [(2, 17, H // 4, W // 4)] * 2
+    for bad in ({"modules": (1, 1)}, {"modules": (1, 0, 1)}, {"blocks": 0}):
+        with pytest.raises(ValueError, match="modules|blocks"):
+            HRNet(8, **bad)
+
+
+def test_he_init_scales_convs_but_not_the_final_layer() -> None:
+    torch.manual_seed(0)
+    net = HRNet(16, init="he")
+    conv = net.stage2[0].branches[0][0].conv1  # 3x3, 16 -> 16: fan-out 144
+    assert abs(float(conv.weight.std()) - (2.0 / 144) ** 0.5) < 0.02
+    assert float(net.final_layer.weight.std()) < 0.002
+    assert float(HRNet(16).stage2[0].branches[0][0].conv1.weight.std()) < 0.002
+    with pytest.raises(ValueError, match="init must be one of official, he"):
+        HRNet(8, init="xavier")
+
+
 def test_hrnet_output_shape_and_init() -> None:
     net = HRNet(width=8, num_joints=5).eval()
     assert net(torch.randn(2, 3, H, W)).shape == (2, 5, H // 4, W // 4)

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hintpose.models.hrnet import LAYER1_CHANNELS, STEM_CHANNELS, HRNet, load_pretrained
+from hintpose.models.hrnet import (
+    LAYER1_CHANNELS,
+    OFFICIAL_BLOCKS,
+    OFFICIAL_MODULES,
+    STEM_CHANNELS,
+    HRNet,
+    load_pretrained,
+)
 
 __all__ = ["HintPose", "joints_mse_loss"]
 
@@ -51,7 +58,8 @@ class HintPose(nn.Module):
     """
 
     def __init__(self, width: int, instance_cue: bool, recurrent: bool, hops: int = 3,
-                 num_joints: int = 17) -> None:
+                 num_joints: int = 17, modules: tuple[int, ...] = OFFICIAL_MODULES,
+                 blocks: int = OFFICIAL_BLOCKS, init: str = "official") -> None:
         super().__init__()
         for name, value in (("width", width), ("hops", hops), ("num_joints", num_joints)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -64,7 +72,7 @@ class HintPose(nn.Module):
         self.recurrent = recurrent
         self.hops = hops
         self.num_joints = num_joints
-        self.backbone = HRNet(width, num_joints)
+        self.backbone = HRNet(width, num_joints, modules, blocks, init)
         self.cue_block: nn.Sequential | None = None
         self.hint_block: nn.Sequential | None = None
         self.update_block: nn.Sequential | None = None
