@@ -227,6 +227,13 @@ class PoseParams:
     train: PoseTrainParams = _sub(PoseTrainParams)
     pretrain: PosePretrainParams = _sub(PosePretrainParams)
 
+    def __post_init__(self) -> None:
+        official = ((1, 4, 3), 4)
+        if self.pretrained and (tuple(self.modules), self.blocks) != official:
+            raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "
+                              "official HRNet layout [1, 4, 3] and 4 when pretrained is set "
+                              f"({self.pretrained})")
+
 
 @dataclass(frozen=True)
 class DetectorTrainParams:

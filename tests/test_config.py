@@ -39,6 +39,8 @@ def test_defaults_fill_missing_keys(tmp_path: Path) -> None:
         ({"bogus": 1}, "params.yaml: bogus is not a known key"),
         ({"pose": {"modules": [1, 1]}}, "params.yaml: pose.modules must be a list of 3 values"),
         ({"pose": {"modules": [1, 0, 1]}}, "params.yaml: pose.modules must be >= 1"),
+        ({"pose": {"modules": [1, 1, 1], "blocks": 2, "pretrained": "w32.pth"}},
+         "params.yaml: pose.modules [1, 1, 1] and blocks 2 must be the official HRNet layout"),
         ({"pose": {"data": {"input_width": "96"}}},
          "params.yaml: pose.data.input_width must be an integer, got '96'"),
         ({"pose": {"data": {"input_width": True}}},
