@@ -163,6 +163,10 @@ class PoseDataParams:
     #: Instance-cue Gaussian sigma and position jitter (std), in input pixels.
     cue_sigma: float = field(default=4.0, metadata={"gt": 0})
     cue_jitter: float = field(default=2.0, metadata={"min": 0})
+    #: Instance-cue models only: the probability that a training crop is framed by the box of
+    #: another person overlapping the target (IoU >= 0.1), while target and cue stay on the
+    #: target. Without it a crop's own box already names the person, and the cue is redundant.
+    other_box_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
     box_padding: float = field(default=1.25, metadata={"min": 1.0})
     scale_factor: float = field(default=0.35, metadata={"min": 0, "lt": 1})
     rotation_factor: float = field(default=45.0, metadata={"min": 0, "max": 180})
@@ -187,7 +191,11 @@ class PoseTrainParams:
     #: Persons of the val split used for the per-epoch validation loss (0: all of them).
     val_samples: int = field(default=256, metadata={"min": 0})
     workers: int = field(default=2, metadata={"min": 0})
-    #: Intra-op threads (torch.set_num_threads); 0 leaves torch's default.
+    #: Local training processes (DDP, see hintpose.launch); ``batch_size`` is per process. On
+    #: GPUs: one per GPU. Ignored when the stage already runs under torchrun.
+    procs: int = field(default=1, metadata={"min": 1})
+    #: Intra-op threads (torch.set_num_threads) per process; 0: torch's default, or with
+    #: ``procs`` > 1 an equal share of the cores.
     threads: int = field(default=0, metadata={"min": 0})
     #: bf16 autocast and channels_last memory format (CPU and CUDA).
     bf16: bool = True

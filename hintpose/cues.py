@@ -29,6 +29,7 @@ from tqdm import tqdm
 from hintpose.bottomup import BottomUpDataset, build_codec, make_loader, person_mask
 from hintpose.config import CuesParams
 from hintpose.data.coco import CocoPersons
+from hintpose.data.crowd import box_iou
 from hintpose.data.topdown import flip_heatmaps_back, flip_pairs_from_names, transform_points
 from hintpose.errors import ConfigError
 from hintpose.models.multiposenet import MultiPoseNet
@@ -187,12 +188,6 @@ def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    inter = _intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def oracle_point(keypoints: Sequence[float], bbox: Sequence[float]) -> tuple[float, float] | None:
     """A person's cue inside ``bbox``: of its labeled joints inside the box (the visible ones
     when there are any) the one nearest their centroid; None when none is inside."""
@@ -214,7 +209,7 @@ def oracle_cues(coco: CocoPersons, boxes: Sequence[dict[str, Any]], max_per_box:
     for box in boxes:
         found = []
         for ann in labeled_persons(coco, int(box["image_id"])):
-            iou = box_iou(ann["bbox"], box["bbox"])
+            iou = float(box_iou(ann["bbox"], [box["bbox"]])[0])
             point = oracle_point(ann["keypoints"], box["bbox"]) if iou > 0 else None
             if point is not None:
                 found.append([point[0], point[1], iou])

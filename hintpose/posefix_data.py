@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, read_image
+from hintpose.data.crowd import box_iou
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.topdown import (
     IMAGENET_MEAN,
@@ -110,17 +111,6 @@ def type_probabilities(groups: JointGroups, num_valid: int, num_nearby: int) -> 
 def ks_radius(ks: np.ndarray | float, area: float, sigma: np.ndarray | float) -> np.ndarray:
     """Distance at which keypoint similarity exp(-d^2 / (2 area (2 sigma)^2)) equals ks."""
     return 2 * np.asarray(sigma) * np.sqrt(-2.0 * area * np.log(ks))
-
-
-def box_iou(a: Sequence[float], b: np.ndarray) -> np.ndarray:
-    """IoU of one COCO box (x, y, w, h) with boxes (M, 4)."""
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2 = np.minimum(a[0] + a[2], b[:, 0] + b[:, 2])
-    y2 = np.minimum(a[1] + a[3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _around(rng: np.random.Generator, src: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch
 
 from hintpose.codec import decode
 from hintpose.data.coco import CocoPersons, read_image
+from hintpose.data.crowd import box_iou
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.topdown import Instance, TopDownDataset
 from hintpose.errors import DataError
@@ -193,18 +194,9 @@ def most_crowded_persons(coco: CocoPersons, count: int) -> list[dict[str, Any]]:
         for i, ann in enumerate(persons):
             others = np.delete(boxes, i, axis=0)
             if len(others):
-                scored.append((-float(_iou(boxes[i], others).max()), ann["id"], ann))
+                scored.append((-float(box_iou(boxes[i], others).max()), ann["id"], ann))
     scored.sort(key=lambda t: (t[0], t[1]))
     return [ann for _, _, ann in scored[:count]]
-
-
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[0] + box[2], others[:, 0] + others[:, 2])
-    y1 = np.minimum(box[1] + box[3], others[:, 1] + others[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    return inter / (box[2] * box[3] + others[:, 2] * others[:, 3] - inter + 1e-9)
 
 
 def coco_oks(gt: np.ndarray, preds: np.ndarray, area: float,

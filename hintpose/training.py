@@ -511,7 +511,8 @@ def train_pose_model(
     if info.distributed:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
 
-    train_ds = TopDownDataset(train_coco, instances, pose.data, train=True, seed=model.seed)
+    train_ds = TopDownDataset(train_coco, instances, pose.data, train=True, seed=model.seed,
+                              other_boxes=model.instance_cue)
     sampler = _EpochSampler(DistributedSampler(
         range(len(instances)), num_replicas=info.world_size, rank=info.rank, shuffle=True,
         seed=model.seed))

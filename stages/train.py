@@ -5,30 +5,21 @@
 (structure and input settings). ``--pretrain`` instead trains the shared plain HRNet with the
 ``pose.pretrain`` schedule and writes ``<out>/hrnet.pt`` (official HRNet names) and
 ``<out>/model.json``. Both write the per-epoch TSV for ``dvc plots`` and a small metrics JSON;
-``<checkpoints>/last.pt`` lets a killed run continue. Under ``torchrun --nproc_per_node=N``
-only rank 0 writes.
+``<checkpoints>/last.pt`` lets a killed run continue. With ``procs`` > 1 (``pose.train`` or
+``pose.pretrain``) the stage checks its inputs, then reruns itself as that many DDP processes
+(hintpose.launch); under those, or under ``torchrun --nproc_per_node=N``, only rank 0 writes.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError, DataError
-from hintpose.training import (
-    BACKBONE_WEIGHTS,
-    CHECKPOINT,
-    MODEL_CONFIG,
-    distributed_session,
-    pretrain_backbone,
-    save_backbone,
-    save_pose_model,
-    summary_metrics,
-    train_pose_model,
-    write_log_tsv,
-)
+from hintpose.launch import in_process_group, launch_local, threads_per_process
 
 
 def main() -> None:
@@ -39,7 +30,7 @@ def main() -> None:
                       help="train the shared HRNet every model starts from (pose.pretrain)")
     ap.add_argument("--init", type=Path, default=None,
                     help="HRNet weights the backbone starts from (the pretrain stage's "
-                         f"{BACKBONE_WEIGHTS}); default: pose.pretrained")
+                         "hrnet.pt); default: pose.pretrained")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     ap.add_argument("--out", type=Path, required=True)
@@ -57,6 +48,25 @@ def main() -> None:
     if args.init is not None and not args.init.is_file():
         raise DataError(f"{args.init}: initial HRNet weights not found (run the pretrain stage)")
     train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
+    schedule = params.pose.pretrain if args.pretrain else params.pose.train
+    trains = not args.pretrain or params.pose.pretrain.epochs > 0
+    if trains and schedule.procs > 1 and not in_process_group():
+        sys.exit(launch_local(schedule.procs,
+                              threads_per_process(schedule.procs, schedule.threads)))
+
+    # Imported only now: a parent that relaunches itself never loads torch.
+    from hintpose.training import (
+        BACKBONE_WEIGHTS,
+        CHECKPOINT,
+        MODEL_CONFIG,
+        distributed_session,
+        pretrain_backbone,
+        save_backbone,
+        save_pose_model,
+        summary_metrics,
+        train_pose_model,
+        write_log_tsv,
+    )
     with distributed_session(params.pose.device) as info:
         if args.pretrain:
             result = pretrain_backbone(train, val, params.pose, args.checkpoints)

@@ -23,6 +23,7 @@ from hintpose.data.topdown import (
     flip_keypoints,
     flip_pairs_from_names,
     half_body_crop,
+    overlapping_boxes,
     training_instances,
     transform_points,
     upper_body_mask,
@@ -174,6 +175,56 @@ def test_training_cue_lands_on_a_labeled_joint(coco) -> None:
         assert abs(peak[1] - meta["cue"][0]) <= 0.5 and abs(peak[0] - meta["cue"][1]) <= 0.5
         seen.add(j)
     assert len(seen) > 3  # the joint is drawn at random
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    """Two overlapping persons (the second 16 px to the right) and a far third one."""
+    cv2.imwrite(str(tmp_path / "p.png"), np.full((120, 320, 3), 90, np.uint8))
+    base = person_keypoints()
+    anns = []
+    for i, dx in enumerate((0, 16, 200)):
+        k = base.copy()
+        k[:, 0] += dx * (k[:, 2] > 0)
+        anns.append({"id": i + 1, "image_id": 5, "category_id": 1, "bbox": [60 + dx, 15, 40, 100],
+                     "area": 2000, "iscrowd": 0, "keypoints": k.ravel().tolist(),
+                     "num_keypoints": 16})
+    data = {"images": [{"id": 5, "file_name": "p.png", "width": 320, "height": 120}],
+            "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "keypoints": NAMES, "skeleton": []}]}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return load_coco(tmp_path / "ann.json", tmp_path, "decode")
+
+
+def test_overlapping_boxes_are_the_other_persons_near_each_one(pair) -> None:
+    instances = training_instances(pair)
+    boxes = overlapping_boxes(pair, instances)
+    assert boxes[0] == [instances[1].bbox] and boxes[1] == [instances[0].bbox]
+    assert boxes[2] == []
+
+
+def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
+    """With other_box_prob 1 an instance-cue sample is cropped around the neighbour's box
+    while its targets and cue are the first person's joints; other models ignore it."""
+    params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
+                            half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0)
+    instances = training_instances(pair)
+    cue_ds = TopDownDataset(pair, instances, params, train=True, seed=0, other_boxes=True)
+    plain = TopDownDataset(pair, instances, params, train=True, seed=0)
+    own_center, size = box_to_center_size(instances[0].bbox, 0.75, params.box_padding)
+    other_center, _ = box_to_center_size(instances[1].bbox, 0.75, params.box_padding)
+    _, target, weight, _, meta = cue_ds[0]
+    np.testing.assert_allclose(meta["center"], other_center)
+    np.testing.assert_allclose(plain[0][4]["center"], own_center)
+    m = affine_matrix(other_center, size, 0, (48, 64))
+    joints = transform_points(instances[0].keypoints[:, :2], m)
+    assert np.linalg.norm(joints - meta["cue"], axis=1).min() < 1e-4  # the first person's
+    expected, _ = cue_ds.codec.encode(joints, instances[0].keypoints[:, 2] > 0)
+    np.testing.assert_allclose(target.numpy(), expected, atol=1e-6)
+    assert weight.sum() > 10
+    # The far third person has no overlapping box: its own box frames it.
+    far_center, _ = box_to_center_size(instances[2].bbox, 0.75, params.box_padding)
+    np.testing.assert_allclose(cue_ds[2][4]["center"], far_center)
 
 
 def test_inference_cue_on_given_point(coco) -> None:

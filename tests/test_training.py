@@ -278,16 +278,22 @@ def run_stage(args: list[str], out: Path, nproc: int = 0) -> subprocess.Complete
                           env=env, timeout=300)
 
 
-def test_stage_under_torchrun_with_two_processes(dataset: Path, tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(
+def ddp_params(path: Path, procs: int) -> Path:
+    path.write_text(
         "pose:\n  width: 4\n  hops: 2\n  device: cpu\n"
-        "  data: {input_width: 48, input_height: 64}\n"
+        "  data: {input_width: 48, input_height: 64, other_box_prob: 0.5}\n"
         "  train: {epochs: 2, batch_size: 4, max_samples: 16, val_samples: 5, workers: 1,\n"
-        "          bf16: false, channels_last: false}\n"
+        f"          bf16: false, channels_last: false, procs: {procs}}}\n"
         "models:\n  icrr: {instance_cue: true, recurrent: true, seed: 2}\n")
+    return path
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "procs"])
+def test_stage_with_two_ddp_processes(dataset: Path, tmp_path: Path, launcher: str) -> None:
+    """Two DDP processes, started by torchrun or by the stage itself (pose.train.procs)."""
+    params = ddp_params(tmp_path / "params.yaml", 1 if launcher == "torchrun" else 2)
     proc = run_stage(["--model", "icrr", "--params", str(params), "--dataset", str(dataset)],
-                     tmp_path, nproc=2)
+                     tmp_path, nproc=2 if launcher == "torchrun" else 0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Only rank 0 logs and writes: one line per epoch, one metrics line.
     assert proc.stdout.count("epoch 1/2") == 1 and proc.stdout.count("epoch 2/2") == 1
@@ -305,6 +311,19 @@ def test_stage_under_torchrun_with_two_processes(dataset: Path, tmp_path: Path) 
     assert (config["hops"], config["instance_cue"], config["input_height"]) == (2, True, 64)
     cue = torch.zeros(1, 1, 64, 48)
     assert len(net(torch.zeros(1, 3, 64, 48), cue)) == 2
+
+
+def test_a_failing_ddp_process_is_one_clear_error(dataset: Path, tmp_path: Path) -> None:
+    """Both processes fail on the corrupt --init file: the first error stops the other
+    process, and the user sees one line naming the file, not a traceback per process."""
+    params = ddp_params(tmp_path / "params.yaml", 2)
+    init = tmp_path / "hrnet.pt"
+    init.write_bytes(b"not a checkpoint")
+    proc = run_stage(["--model", "icrr", "--params", str(params), "--dataset", str(dataset),
+                      "--init", str(init)], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.count("error:") == 1 and "hrnet.pt" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "model").exists()
 
 
 def test_saved_model_round_trips(tmp_path: Path, splits) -> None:

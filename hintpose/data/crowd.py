@@ -43,6 +43,17 @@ def crowd_index(annotations: Sequence[dict]) -> float:
     return float(np.mean(ratios)) if ratios else 0.0
 
 
+def box_iou(box: Sequence[float], others: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """IoU of one COCO box (x, y, w, h) with each of ``others`` (M, 4); 0 for empty unions."""
+    b = np.asarray(others, dtype=np.float64).reshape(-1, 4)
+    x1, y1 = np.maximum(box[0], b[:, 0]), np.maximum(box[1], b[:, 1])
+    x2 = np.minimum(box[0] + box[2], b[:, 0] + b[:, 2])
+    y2 = np.minimum(box[1] + box[3], b[:, 1] + b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = box[2] * box[3] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def crowd_level(index: float) -> str:
     """Name of the crowd level (easy / medium / hard) an image's crowd index falls into."""
     for name, (lo, hi) in CROWD_LEVELS.items():

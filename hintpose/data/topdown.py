@@ -9,6 +9,7 @@ depend on the number of loader workers and a resumed run sees the same samples.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,15 @@ from torch.utils.data import Dataset
 from hintpose.codec import HeatmapCodec, cue_map
 from hintpose.config import PoseDataParams
 from hintpose.data.coco import CocoPersons, read_image
+from hintpose.data.crowd import box_iou
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 LOWER_BODY_WORDS = ("hip", "knee", "ankle")
+#: Another person's box frames a training crop (``other_box_prob``) when it overlaps the
+#: target's box at least this much and holds at least this many of its labeled joints.
+OTHER_BOX_MIN_IOU = 0.1
+OTHER_BOX_MIN_JOINTS = 4
 
 
 def flip_pairs_from_names(names: Sequence[str]) -> list[tuple[int, int]]:
@@ -136,6 +142,22 @@ class Instance:
     cue: tuple[float, float] | None = None
 
 
+def overlapping_boxes(coco: CocoPersons, instances: Sequence[Instance],
+                      min_iou: float = OTHER_BOX_MIN_IOU) -> list[list[tuple[float, ...]]]:
+    """Per instance, the boxes (``clean_bbox``) of the other trainable persons of its image
+    that overlap its box with IoU >= ``min_iou``, most overlapping first."""
+    by_image: dict[int, list[tuple[float, ...]]] = defaultdict(list)
+    for ann in coco.training_persons():
+        by_image[ann["image_id"]].append(tuple(ann["clean_bbox"]))
+    out = []
+    for inst in instances:
+        boxes = [b for b in by_image[inst.image_id] if b != tuple(inst.bbox)]
+        iou = box_iou(inst.bbox, boxes) if boxes else np.zeros(0)
+        order = np.argsort(-iou, kind="stable")
+        out.append([boxes[i] for i in order if iou[i] >= min_iou])
+    return out
+
+
 def training_instances(coco: CocoPersons) -> list[Instance]:
     """One instance per trainable GT person (see ``CocoPersons.training_persons``)."""
     return [
@@ -151,10 +173,15 @@ class TopDownDataset(Dataset):
     In training mode a sample is augmented as HRNet (scale, rotation, flip, half body) and
     its cue is a randomly chosen labeled joint of the target person, jittered; otherwise the
     crop is the padded box and the cue is the instance's given point (or the box center).
+    With ``other_boxes`` (instance-cue models), a training crop is framed with probability
+    ``params.other_box_prob`` by an overlapping person's box instead of the target's own (see
+    :func:`overlapping_boxes`, ``OTHER_BOX_MIN_JOINTS``): the target, and so the cue, stay the
+    same, so the network learns to estimate the person the cue marks, not the one the box
+    centers. At inference a detection box holding several people gets one cue per person.
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
-                 train: bool, seed: int = 0) -> None:
+                 train: bool, seed: int = 0, other_boxes: bool = False) -> None:
         self.coco = coco
         self.instances = list(instances)
         self.params = params
@@ -167,6 +194,9 @@ class TopDownDataset(Dataset):
         names = coco.category["keypoints"]
         self.flip_pairs = flip_pairs_from_names(names)
         self.upper = upper_body_mask(names)
+        self.other_boxes: list[list[tuple[float, ...]]] | None = None
+        if train and other_boxes and params.other_box_prob > 0:
+            self.other_boxes = overlapping_boxes(coco, self.instances)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of an epoch (each epoch sees new ones)."""
@@ -201,7 +231,7 @@ class TopDownDataset(Dataset):
         height, width = image.shape[:2]
         num_joints = self.coco.num_joints
         kpts = inst.keypoints if inst.keypoints is not None else np.zeros((num_joints, 3))
-        center, size = box_to_center_size(inst.bbox, self.aspect, self.params.box_padding)
+        center, size = self._frame(rng, index, kpts)
         rot, flip = 0.0, False
         if self.train:
             center, size, rot, flip = self._augment(rng, kpts, center, size, width)
@@ -223,6 +253,21 @@ class TopDownDataset(Dataset):
         }
         cue = torch.from_numpy(cue_map(cue_xy, self.input_size, self.params.cue_sigma))
         return tensor, torch.from_numpy(target), torch.from_numpy(weight), cue, meta
+
+    def _frame(self, rng: np.random.Generator, index: int,
+               kpts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crop center and size before augmentation: the instance's box, or (see the class
+        docstring) an overlapping person's box holding enough of the target's labeled joints."""
+        inst = self.instances[index]
+        own = box_to_center_size(inst.bbox, self.aspect, self.params.box_padding)
+        others = self.other_boxes[index] if self.other_boxes is not None else []
+        if not others or rng.random() >= self.params.other_box_prob:
+            return own
+        center, size = box_to_center_size(others[int(rng.integers(len(others)))], self.aspect,
+                                          self.params.box_padding)
+        labeled = kpts[kpts[:, 2] > 0, :2]
+        inside = np.all(np.abs(labeled - center) <= size / 2, axis=1)
+        return (center, size) if int(inside.sum()) >= OTHER_BOX_MIN_JOINTS else own
 
     def _cue_point(self, rng: np.random.Generator, inst: Instance, joints: np.ndarray,
                    weight: np.ndarray, m: np.ndarray) -> np.ndarray:
