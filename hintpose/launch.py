@@ -2,13 +2,13 @@
 
 On a CPU, two single-threaded processes that each train on half of a batch keep both cores
 busy, where one two-threaded process leaves them waiting on each other between HRNet's many
-small ops (measured on this 2-core machine: 58.6 instead of 35.4 images/s; README "Speed").
-On GPUs it is one process per GPU, as ``torchrun --nproc_per_node`` would start.
+small ops (``benchmarks/train_procs.py`` on this 2-core machine: 62.4 instead of 37.4
+images/s). On GPUs it is one process per GPU, as ``torchrun --nproc_per_node`` would start.
 
 :func:`launch_local` starts the copies with torchrun's environment (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so
 :func:`hintpose.training.distributed_session` joins them into one group. Unlike torchrun it
-stops the other processes as soon as one fails and prints nothing of its own: the failing
+stops the other processes as soon as one fails and adds no report of its own: the failing
 process's one-line error is the message. This module imports nothing heavy, so a stage can
 decide to relaunch itself before it loads torch.
 """
