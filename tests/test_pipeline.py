@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REALDATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_bad_param_stops_the_stage_and_keeps_outputs(clone: tuple[Path, dict[str
         (repo / "params.yaml").write_text(params)
 
 
-MODELS = ("baseline", "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
+MODELS = tuple(yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["models"])
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -222,7 +223,7 @@ def test_push_and_pull_restore_every_artifact(reproduced, tmp_path: Path) -> Non
     run([*DVC, "pull"], fresh, env)
     assert stale_stages(fresh, env) == set()
     for path in ("data/dataset/annotations/person_keypoints_val.json", "data/detector/model.pt",
-                 "data/pretrain/hrnet.pt", "data/models/icrr_b/model.pt",
+                 "data/pretrain/hrnet.pt", f"data/models/{MODELS[-1]}/model.pt",
                  "data/cues/val.json", "data/ensemble/results_det.json",
                  "data/results/ensemble_posefix.json"):
         assert (fresh / path).read_bytes() == (repo / path).read_bytes(), path
