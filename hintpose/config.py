@@ -152,6 +152,12 @@ class DatasetParams:
     coco: CocoImport = _sub(CocoImport)
 
 
+#: The official HRNet layout (hintpose.models.hrnet.OFFICIAL_MODULES / OFFICIAL_BLOCKS,
+#: repeated here so that validating params never imports torch; a test keeps them equal).
+HRNET_MODULES: tuple[int, int, int] = (1, 4, 3)
+HRNET_BLOCKS = 4
+
+
 @dataclass(frozen=True)
 class PoseDataParams:
     """``pose.data``: top-down crops, targets, instance cues and HRNet's augmentation."""
@@ -220,8 +226,8 @@ class PoseParams:
     #: HRNet modules in stages 2, 3, 4 and BasicBlocks per branch: official (1, 4, 3) and 4;
     #: fewer give a shallower, faster HRNet (1, 1, 1 and 2: HRNetV2-W18-Small-v1's layout).
     #: ``pretrained`` checkpoints need the official layout.
-    modules: tuple[int, int, int] = field(default=(1, 4, 3), metadata={"min": 1})
-    blocks: int = field(default=4, metadata={"min": 1})
+    modules: tuple[int, int, int] = field(default=HRNET_MODULES, metadata={"min": 1})
+    blocks: int = field(default=HRNET_BLOCKS, metadata={"min": 1})
     #: Conv initialisation from scratch: ``official`` N(0, 0.001) or ``he`` (kaiming normal),
     #: which learns faster on a short schedule (see hintpose.models.hrnet).
     init: str = field(default="official", metadata={"choices": ("official", "he")})
@@ -236,11 +242,11 @@ class PoseParams:
     pretrain: PosePretrainParams = _sub(PosePretrainParams)
 
     def __post_init__(self) -> None:
-        official = ((1, 4, 3), 4)
+        official = (HRNET_MODULES, HRNET_BLOCKS)
         if self.pretrained and (tuple(self.modules), self.blocks) != official:
             raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "
-                              "official HRNet layout [1, 4, 3] and 4 when pretrained is set "
-                              f"({self.pretrained})")
+                              f"official HRNet layout {list(HRNET_MODULES)} and {HRNET_BLOCKS} "
+                              f"when pretrained is set ({self.pretrained})")
 
 
 @dataclass(frozen=True)

@@ -307,3 +307,11 @@ def test_adam_lowers_loss() -> None:
     # The zero-initialised convs learn (they receive gradient and move off zero).
     assert net.cue_block[-1].weight.abs().sum() > 0
     assert net.update_block[-1].weight.abs().sum() > 0
+
+
+def test_config_knows_the_official_layout() -> None:
+    """config.py repeats the official layout without importing torch; they must agree."""
+    from hintpose.config import HRNET_BLOCKS, HRNET_MODULES
+    from hintpose.models.hrnet import OFFICIAL_BLOCKS, OFFICIAL_MODULES
+
+    assert (HRNET_MODULES, HRNET_BLOCKS) == (OFFICIAL_MODULES, OFFICIAL_BLOCKS)
