@@ -318,6 +318,11 @@ class EvalParams:
     flip_test: bool = True
     batch_size: int = field(default=32, metadata={"min": 1})
     workers: int = field(default=1, metadata={"min": 0})
+    #: Local processes the boxes are split over (see hintpose.launch); on GPUs one per GPU.
+    procs: int = field(default=1, metadata={"min": 1})
+    #: Intra-op threads per process; 0: torch's default, or with ``procs`` > 1 an equal share
+    #: of the cores.
+    threads: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from hintpose.codec import decode
@@ -96,16 +97,28 @@ def predict_heatmaps(
     """Run ``model`` (returning a list of hop outputs; the last is used) with HRNet's flip
     test (unless ``flip`` is false) over ``dataset`` and write the averaged heatmaps
     (N, J, h, w) as float16 to ``out_file`` (.npy). Returns the crop centers and sizes (N, 2)
-    in image pixels."""
+    in image pixels.
+
+    Inside a process group every rank must call this with the same arguments (``out_file``
+    on a file system they share): each predicts one contiguous share of the instances into
+    the same file, and all return once the whole file is written."""
     n = len(dataset)
     w, h = dataset.codec.heatmap_size
-    out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16,
-                                    shape=(n, dataset.coco.num_joints, h, w))
+    grouped = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
+    if rank == 0:
+        out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16,
+                                        shape=(n, dataset.coco.num_joints, h, w))
+    if world > 1:
+        dist.barrier()
+    if rank > 0:
+        out = np.load(out_file, mmap_mode="r+")
     centers, sizes = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    share = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
+    loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers)
     model.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for image, _, _, cue, meta in tqdm(loader, desc="infer", unit="batch"):
+    for image, _, _, cue, meta in tqdm(loader, desc="infer", unit="batch", disable=rank > 0):
         image = image.to(device).contiguous(memory_format=fmt)
         cue = cue.to(device).contiguous(memory_format=fmt) if use_cue else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -118,6 +131,11 @@ def predict_heatmaps(
         out[idx] = heat.cpu().numpy().astype(np.float16)
         centers[idx], sizes[idx] = meta["center"].numpy(), meta["size"].numpy()
     out.flush()
+    if world > 1:  # every rank filled only its own rows (zeros elsewhere): the sum joins them
+        boxes = torch.from_numpy(np.concatenate([centers, sizes], axis=1)).to(device)
+        dist.all_reduce(boxes)
+        joined = boxes.cpu().numpy()
+        centers, sizes = joined[:, :2], joined[:, 2:]
     return centers, sizes
 
 

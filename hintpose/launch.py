@@ -1,4 +1,4 @@
-"""Run one script as several local processes of a DDP group (``pose.train.procs``).
+"""Run one script as several local processes of a DDP group (``pose.train.procs``, ``eval.procs``).
 
 On a CPU, two single-threaded processes that each train on half of a batch keep both cores
 busy, where one two-threaded process leaves them waiting on each other between HRNet's many
@@ -87,7 +87,7 @@ def launch_local(procs: int, threads: int, argv: Sequence[str] | None = None) ->
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace"))
             if code < 0:
-                print(f"error: training process {rank} of {procs} was ended by signal "
+                print(f"error: process {rank} of {procs} was ended by signal "
                       f"{-code} (out of memory?)", file=sys.stderr)
                 return 128 - code
             return code

@@ -1,4 +1,5 @@
-"""Stage prepare: the dataset (synthetic or imported COCO), its statistics and a contact sheet."""
+"""Stage prepare: the dataset (synthetic or imported COCO), its digest (the md5 of each of its
+files, which the stages that read the dataset depend on), statistics and a contact sheet."""
 
 import argparse
 import json
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import cv2
 
-from hintpose.cli import run
+from hintpose.cli import run, write_text_atomic
 from hintpose.config import load_params
-from hintpose.data.prepare import dataset_stats, prepare_dataset
+from hintpose.data.prepare import dataset_digest, dataset_stats, prepare_dataset
 from hintpose.visualize import dataset_sheet
 
 
@@ -16,11 +17,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--digest", type=Path, default=Path("data/dataset_digest.json"),
+                    help="md5 of every dataset file: what the stages reading it depend on")
     ap.add_argument("--metrics", type=Path, default=Path("metrics/dataset.json"))
     ap.add_argument("--sheet", type=Path, default=Path("metrics/plots/dataset_samples.png"))
     args = ap.parse_args()
     params = load_params(args.params).dataset
     splits = prepare_dataset(args.out, params)
+    write_text_atomic(args.digest, json.dumps(dataset_digest(args.out), indent=1) + "\n")
     stats = {split: dataset_stats(coco) for split, coco in splits.items()}
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(stats, indent=2) + "\n")

@@ -59,3 +59,16 @@ def test_stage_deps_are_its_scripts_import_closure(name: str) -> None:
     needed = library_closure(script)
     assert not needed - listed, f"{name}: missing deps {sorted(needed - listed)}"
     assert not listed - needed, f"{name}: deps it does not import {sorted(listed - needed)}"
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_dataset_readers_depend_on_its_digest(name: str) -> None:
+    """A stage given ``--dataset data/dataset`` depends on the digest the prepare stage writes
+    next to it, not on the folder (DVC would hash its files once per such stage)."""
+    stage = stages()[name]
+    deps = {str(d).rstrip("/") for d in stage.get("deps", [])}
+    assert "data/dataset" not in deps
+    if "--dataset data/dataset" in stage["cmd"]:
+        assert "data/dataset_digest.json" in deps
+    if name == "prepare":
+        assert {"data/dataset", "data/dataset_digest.json"} <= set(stage["outs"])

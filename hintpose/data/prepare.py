@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -96,3 +97,19 @@ def dataset_stats(coco: CocoPersons) -> dict[str, float]:
         stats["size_medium"] = float(((areas >= 32**2) & (areas <= 96**2)).mean())
         stats["size_large"] = float((areas > 96**2).mean())
     return stats
+
+
+def dataset_digest(folder: Path) -> dict[str, Any]:
+    """The md5 of every file under ``folder`` (POSIX paths relative to it, sorted) and one md5
+    over that listing.
+
+    The stages that read the dataset depend on this small file instead of the folder: DVC
+    then hashes the folder's files once per ``dvc repro`` (as the prepare stage's output), not
+    once for each stage that reads it. Only the prepare stage writes both, so they change
+    together; a hand edit of the folder makes DVC re-run prepare, which rewrites both."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with path.open("rb") as f:
+            files[path.relative_to(folder).as_posix()] = hashlib.file_digest(f, "md5").hexdigest()
+    listing = "".join(f"{md5}  {name}\n" for name, md5 in files.items())
+    return {"md5": hashlib.md5(listing.encode()).hexdigest(), "files": files}
