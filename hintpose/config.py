@@ -323,6 +323,9 @@ class EvalParams:
     #: Intra-op threads per process; 0: torch's default, or with ``procs`` > 1 an equal share
     #: of the cores.
     threads: int = field(default=0, metadata={"min": 0})
+    #: Crowded GT pairs of the val split on which hintpose.cue_probe asks whether a model
+    #: follows its cue (0: every pair).
+    cue_probe_pairs: int = field(default=300, metadata={"min": 0})
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from hintpose.bottomup import BottomUpDataset, build_codec, make_loader, person_mask
 from hintpose.config import CuesParams
 from hintpose.data.coco import CocoPersons
-from hintpose.data.crowd import box_iou
+from hintpose.data.crowd import box_iou, oracle_point
 from hintpose.data.topdown import flip_heatmaps_back, flip_pairs_from_names, transform_points
 from hintpose.errors import ConfigError
 from hintpose.models.multiposenet import MultiPoseNet
@@ -186,21 +186,6 @@ def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
     w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
     return max(w, 0.0) * max(h, 0.0)
-
-
-def oracle_point(keypoints: Sequence[float], bbox: Sequence[float]) -> tuple[float, float] | None:
-    """A person's cue inside ``bbox``: of its labeled joints inside the box (the visible ones
-    when there are any) the one nearest their centroid; None when none is inside."""
-    kpts = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    x, y, w, h = bbox
-    inside = ((kpts[:, 2] > 0) & (kpts[:, 0] >= x) & (kpts[:, 0] <= x + w)
-              & (kpts[:, 1] >= y) & (kpts[:, 1] <= y + h))
-    visible = inside & (kpts[:, 2] >= 2)
-    chosen = kpts[visible if visible.any() else inside, :2]
-    if not len(chosen):
-        return None
-    j = int(np.argmin(np.hypot(*(chosen - chosen.mean(0)).T)))
-    return float(chosen[j, 0]), float(chosen[j, 1])
 
 
 def oracle_cues(coco: CocoPersons, boxes: Sequence[dict[str, Any]], max_per_box: int) -> Cues:

@@ -88,6 +88,13 @@ def box_instances(
     return InstanceSet(insts, np.asarray(index, dtype=np.int64), stats)
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in its process group; (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @torch.no_grad()
 def predict_heatmaps(
     model: torch.nn.Module, dataset: TopDownDataset, out_file: Path, batch_size: int,
@@ -104,8 +111,7 @@ def predict_heatmaps(
     the same file, and all return once the whole file is written."""
     n = len(dataset)
     w, h = dataset.codec.heatmap_size
-    grouped = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
+    rank, world = process_rank()
     if rank == 0:
         out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16,
                                         shape=(n, dataset.coco.num_joints, h, w))
@@ -359,7 +365,8 @@ def run_inference(
     """Run ``model`` (with its ``model.json`` config) on ``boxes`` (records as
     ``box_instances`` takes; with ``filter_boxes``, the size and score thresholds of
     ``params`` apply): flip-tested heatmaps to ``heatmap_file``, then decode, rescoring and
-    per-image OKS-NMS into COCO results."""
+    per-image OKS-NMS into COCO results. Inside a process group every rank predicts its
+    share, and only rank 0 decodes: the others return an empty run."""
     use_cue = bool(config["instance_cue"])
     min_size, thr = (params.min_box_size, params.score_thr) if filter_boxes else (0.0, 0.0)
     instset = box_instances(coco, boxes, source, min_size, thr, use_cues=use_cue)
@@ -369,6 +376,8 @@ def run_inference(
                                       bf16, channels_last, params.workers, use_cue,
                                       params.flip_test)
     seconds = time.perf_counter() - start
+    if process_rank()[0] > 0:  # rank 0 decodes and writes; the file may move once it has
+        return InferenceRun(pd.DataFrame(columns=list(INDEX_COLUMNS)), [], {})
     index = instance_index(instset, centers, sizes)
     heat = np.load(heatmap_file, mmap_mode="r")
     results = heatmaps_to_results(

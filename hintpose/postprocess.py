@@ -41,6 +41,18 @@ def oks_one_to_many(
     return np.exp(-e).mean(axis=1)
 
 
+def coco_oks(gt: np.ndarray, preds: np.ndarray, area: float,
+             sigmas: np.ndarray = COCO_SIGMAS) -> np.ndarray:
+    """COCO's OKS of predictions (M, J, 3) against one GT pose (J, 3): over its labeled
+    joints, scale from its area."""
+    labeled = gt[:, 2] > 0
+    if not labeled.any():
+        return np.zeros(len(preds))
+    var = (2 * sigmas[labeled]) ** 2
+    d2 = ((preds[:, labeled, :2] - gt[None, labeled, :2]) ** 2).sum(-1)
+    return np.exp(-d2 / var[None] / (area + np.spacing(1)) / 2).mean(axis=1)
+
+
 def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thr: float = 0.9,
             sigmas: np.ndarray | None = None) -> np.ndarray:
     """Greedy OKS-NMS of one image's poses; indices kept, highest score first."""

@@ -21,10 +21,10 @@ import torch
 from hintpose.codec import decode
 from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
-from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.topdown import Instance, TopDownDataset
 from hintpose.errors import DataError
 from hintpose.inference import inference_data_params
+from hintpose.postprocess import coco_oks
 from hintpose.visualize import PALETTE, draw_person
 
 
@@ -197,18 +197,6 @@ def most_crowded_persons(coco: CocoPersons, count: int) -> list[dict[str, Any]]:
                 scored.append((-float(box_iou(boxes[i], others).max()), ann["id"], ann))
     scored.sort(key=lambda t: (t[0], t[1]))
     return [ann for _, _, ann in scored[:count]]
-
-
-def coco_oks(gt: np.ndarray, preds: np.ndarray, area: float,
-             sigmas: np.ndarray = COCO_SIGMAS) -> np.ndarray:
-    """COCO's OKS of predictions (M, J, 3) against one GT pose (J, 3): over its labeled
-    joints, scale from its area."""
-    labeled = gt[:, 2] > 0
-    if not labeled.any():
-        return np.zeros(len(preds))
-    var = (2 * sigmas[labeled]) ** 2
-    d2 = ((preds[:, labeled, :2] - gt[None, labeled, :2]) ** 2).sum(-1)
-    return np.exp(-d2 / var[None] / (area + np.spacing(1)) / 2).mean(axis=1)
 
 
 def best_match(ann: dict[str, Any], results: Sequence[dict[str, Any]]) -> tuple[

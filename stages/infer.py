@@ -8,9 +8,10 @@ model and settings. Instance-cue models run once per (box, cue) with cues from `
 list aligned with the detections); GT boxes take the cue points of their image that lie
 inside them. A box without a cue (or every box, without ``--cues``) uses its center; those
 fallbacks are counted in the metrics JSON. Everything is written to ``<out>.partial`` first
-and replaces ``<out>`` only when complete. With ``eval.procs`` > 1 the stage checks its params
-and model folder, then reruns itself as that many processes (hintpose.launch) that split the
-boxes between them; rank 0 decodes and writes.
+and replaces ``<out>`` only when complete. The metrics JSON also has the cue probe
+(hintpose.cue_probe: does the model estimate the person its cue marks?). With ``eval.procs``
+> 1 the stage checks its params and model folder, then reruns itself as that many processes
+(hintpose.launch) that split the boxes between them; rank 0 decodes and writes.
 """
 
 import argparse
@@ -48,6 +49,7 @@ def main() -> None:
     # Imported only now: a parent that relaunches itself never loads torch.
     import torch
 
+    from hintpose.cue_probe import run_cue_probe
     from hintpose.data.coco import load_split
     from hintpose.inference import (
         cues_inside,
@@ -108,7 +110,15 @@ def main() -> None:
                   f"{out.stats['boxes']} boxes in {out.stats['seconds']} s "
                   f"({info.world_size} process(es)), {out.stats['results']} poses after "
                   f"OKS-NMS{note}")
+        probe_file = tmp / "cue_probe_heatmaps.npy"
+        probe = run_cue_probe(net, config, coco, probe_file, params.eval, device, bf16,
+                              train.channels_last)
         if info.is_main:
+            probe_file.unlink()
+            metrics["cue_probe"] = probe
+            print(f"infer {name} (cue probe): on {probe['pairs']} crowded GT pairs, cued on "
+                  f"the neighbour it estimates the neighbour in {probe['follow_rate']:.1%} "
+                  f"(OKS {probe['oks_other']:.3f}; own cue: OKS {probe['oks_own']:.3f})")
             settings = {"model": config, "eval": dataclasses.asdict(params.eval), "bf16": bf16,
                         "device": str(device), "detections": str(args.detections),
                         "cues": None if args.cues is None else str(args.cues)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # One thread: tiny models gain nothing from two, and stall badly when the cores are busy.
     params["pose"]["train"].update(threads=1, channels_last=False, bf16=False)
     params["pose"]["device"] = "cpu"
+    params["eval"].update(procs=1, threads=1)  # in this process (two: see the test below)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -152,6 +154,37 @@ def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkey
     heat = np.load(work / "infer/ic_a/heatmaps_det.npy", mmap_mode="r")
     assert heat.shape[0] == len(index)
     assert 0 < metrics["gt"]["cue_fallbacks"] < metrics["gt"]["boxes"]
+    probe = metrics["cue_probe"]  # the probe of a model with a cue input (hintpose.cue_probe)
+    assert probe["pairs"] > 0 and 0.0 <= probe["follow_rate"] <= 1.0
+    assert not (work / "infer/ic_a/cue_probe_heatmaps.npy").exists()
+
+
+def test_two_processes_write_what_one_writes(work: Path, tmp_path: Path, monkeypatch) -> None:
+    """eval.procs 2: the stage reruns itself as two processes that split the boxes; the
+    files match a one-process run's."""
+    args = infer_args(work, "ic_a", "--cues", str(work / "cues.json"))
+    run_stage("infer.py", args, monkeypatch)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["eval"].update(procs=2, threads=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    two = [*args[2:], "--params", str(tmp_path / "params.yaml")]
+    two[two.index("--out") + 1] = str(tmp_path / "ic_a")
+    two[two.index("--metrics") + 1] = str(tmp_path / "ic_a.json")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/infer.py"), *two], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(2 process(es))" in proc.stdout
+    one_metrics = json.loads((work / "metrics/ic_a.json").read_text())
+    two_metrics = json.loads((tmp_path / "ic_a.json").read_text())
+    assert two_metrics["cue_probe"] == one_metrics["cue_probe"]
+    for boxes in ("det", "gt"):
+        files = inference_files(work / "infer/ic_a", boxes), inference_files(tmp_path / "ic_a",
+                                                                              boxes)
+        pd.testing.assert_frame_equal(*(read_instance_index(f["index"]) for f in files))
+        np.testing.assert_allclose(*(np.load(f["heatmaps"]).astype(np.float32) for f in files),
+                                   atol=2e-3)
+        for key in ("instances", "boxes", "cue_fallbacks", "results"):
+            assert two_metrics[boxes][key] == one_metrics[boxes][key]
 
 
 def test_cues_inside_boxes() -> None:

@@ -1,4 +1,5 @@
-"""CrowdPose crowd index and crowd levels (thresholds of the CrowdPose evaluation code)."""
+"""CrowdPose crowd index and crowd levels (thresholds of the CrowdPose evaluation code), box
+IoU, and the point that marks a person inside a box (oracle instance cues)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,21 @@ def box_iou(box: Sequence[float], others: Sequence[Sequence[float]] | np.ndarray
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     union = box[2] * box[3] + b[:, 2] * b[:, 3] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def oracle_point(keypoints: Sequence[float], bbox: Sequence[float]) -> tuple[float, float] | None:
+    """A person's cue inside ``bbox``: of its labeled joints inside the box (the visible ones
+    when there are any) the one nearest their centroid; None when none is inside."""
+    kpts = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    x, y, w, h = bbox
+    inside = ((kpts[:, 2] > 0) & (kpts[:, 0] >= x) & (kpts[:, 0] <= x + w)
+              & (kpts[:, 1] >= y) & (kpts[:, 1] <= y + h))
+    visible = inside & (kpts[:, 2] >= 2)
+    chosen = kpts[visible if visible.any() else inside, :2]
+    if not len(chosen):
+        return None
+    j = int(np.argmin(np.hypot(*(chosen - chosen.mean(0)).T)))
+    return float(chosen[j, 0]), float(chosen[j, 1])
 
 
 def crowd_level(index: float) -> str:
