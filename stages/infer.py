@@ -114,7 +114,7 @@ def main() -> None:
         probe = run_cue_probe(net, config, coco, probe_file, params.eval, device, bf16,
                               train.channels_last)
         if info.is_main:
-            probe_file.unlink()
+            probe_file.unlink(missing_ok=True)  # not written when there are no pairs
             metrics["cue_probe"] = probe
             print(f"infer {name} (cue probe): on {probe['pairs']} crowded GT pairs, cued on "
                   f"the neighbour it estimates the neighbour in {probe['follow_rate']:.1%} "
@@ -126,6 +126,7 @@ def main() -> None:
             shutil.rmtree(args.out, ignore_errors=True)
             tmp.rename(args.out)
             write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     run(main)

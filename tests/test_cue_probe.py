@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from hintpose.config import DatasetParams, EvalParams, ModelParams, PoseDataParams, PoseParams
+from hintpose.config import (
+    DatasetParams,
+    EvalParams,
+    ModelParams,
+    PoseDataParams,
+    PoseParams,
+)
 from hintpose.cue_probe import crowded_pairs, follow_stats, probe_instances, run_cue_probe
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou
 from hintpose.data.prepare import prepare_dataset
+from hintpose.data.synthetic import SyntheticConfig
 from hintpose.training import build_model, model_config
 
 
@@ -74,3 +81,18 @@ def test_untrained_cue_model_scores_as_its_backbone(val: CocoPersons, tmp_path: 
                                    torch.device("cpu"), False, False)
     assert stats[False]["pairs"] == 5 and 0.0 <= stats[False]["follow_rate"] <= 1.0
     assert stats[True] == stats[False]
+
+
+def test_no_crowded_pairs_no_probe_file(tmp_path: Path) -> None:
+    """A split without overlapping persons (one per image) has nothing to probe: zeros, and no
+    heatmap file is written (the infer stage then has nothing to remove)."""
+    alone = SyntheticConfig(persons_min=1, persons_max=1)
+    val = prepare_dataset(tmp_path / "data", DatasetParams(train_images=1, val_images=3,
+                                                           synthetic=alone),
+                          progress=False)["val"]
+    pose = PoseParams(width=4, data=PoseDataParams(input_width=48, input_height=64))
+    config = model_config(pose, ModelParams(True, False, 1), val)
+    stats = run_cue_probe(build_model(config), config, val, tmp_path / "probe.npy",
+                          EvalParams(flip_test=False), torch.device("cpu"), False, False)
+    assert stats == {"pairs": 0, "oks_own": 0.0, "oks_other": 0.0, "follow_rate": 0.0}
+    assert not (tmp_path / "probe.npy").exists()
