@@ -30,7 +30,7 @@ import torch
 from hintpose.codec import decode
 from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
-from hintpose.data.crowd import box_iou, oracle_point
+from hintpose.data.crowd import box_iou, oracle_point, points_in_box
 from hintpose.data.topdown import (
     OTHER_BOX_MIN_IOU,
     OTHER_BOX_MIN_JOINTS,
@@ -45,13 +45,6 @@ __all__ = ["Pair", "crowded_pairs", "follow_stats", "probe_instances", "run_cue_
 #: (a, b, cue on a, cue on b): annotations of the boxed and the neighbouring person, and
 #: their cue points (x, y) in image pixels.
 Pair = tuple[dict[str, Any], dict[str, Any], tuple[float, float], tuple[float, float]]
-
-
-def _joints_inside(keypoints: Any, bbox: Any) -> int:
-    k = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    x, y, w, h = bbox
-    return int(((k[:, 2] > 0) & (k[:, 0] >= x) & (k[:, 0] <= x + w)
-                & (k[:, 1] >= y) & (k[:, 1] <= y + h)).sum())
 
 
 def crowded_pairs(coco: CocoPersons, max_pairs: int, min_iou: float = OTHER_BOX_MIN_IOU,
@@ -71,7 +64,8 @@ def crowded_pairs(coco: CocoPersons, max_pairs: int, min_iou: float = OTHER_BOX_
             for b in persons:
                 if b is a or box_iou(box, [b["clean_bbox"]])[0] < min_iou:
                     continue
-                if _joints_inside(b["keypoints"], box) < min_joints:
+                k = np.asarray(b["keypoints"], np.float64).reshape(-1, 3)
+                if int(points_in_box(k[k[:, 2] > 0], box).sum()) < min_joints:
                     continue
                 cue_a = oracle_point(a["keypoints"], box)
                 cue_b = oracle_point(b["keypoints"], box)

@@ -15,6 +15,13 @@ CROWD_LEVELS: dict[str, tuple[float, float]] = {
 }
 
 
+def points_in_box(points: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
+    """Which of the points (N, 2+) lie inside the COCO box (x, y, w, h), edges included."""
+    x, y, w, h = bbox
+    px, py = points[:, 0], points[:, 1]
+    return (px >= x) & (px <= x + w) & (py >= y) & (py <= y + h)
+
+
 def crowd_index(annotations: Sequence[dict]) -> float:
     """Mean over annotated persons of (other persons' labeled joints inside this person's box)
     divided by (this person's labeled joints); persons without labeled joints are skipped.
@@ -31,15 +38,8 @@ def crowd_index(annotations: Sequence[dict]) -> float:
     for i, ann in enumerate(persons):
         if len(labeled[i]) == 0:
             continue
-        x, y, w, h = ann["bbox"]
         others = [labeled[j] for j in range(len(persons)) if j != i]
-        if others:
-            pts = np.concatenate(others)
-            px, py = pts[:, 0], pts[:, 1]
-            inside = (px >= x) & (px <= x + w) & (py >= y) & (py <= y + h)
-            n_inside = int(inside.sum())
-        else:
-            n_inside = 0
+        n_inside = int(points_in_box(np.concatenate(others), ann["bbox"]).sum()) if others else 0
         ratios.append(n_inside / len(labeled[i]))
     return float(np.mean(ratios)) if ratios else 0.0
 
@@ -59,9 +59,7 @@ def oracle_point(keypoints: Sequence[float], bbox: Sequence[float]) -> tuple[flo
     """A person's cue inside ``bbox``: of its labeled joints inside the box (the visible ones
     when there are any) the one nearest their centroid; None when none is inside."""
     kpts = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    x, y, w, h = bbox
-    inside = ((kpts[:, 2] > 0) & (kpts[:, 0] >= x) & (kpts[:, 0] <= x + w)
-              & (kpts[:, 1] >= y) & (kpts[:, 1] <= y + h))
+    inside = (kpts[:, 2] > 0) & points_in_box(kpts[:, :2], bbox)
     visible = inside & (kpts[:, 2] >= 2)
     chosen = kpts[visible if visible.any() else inside, :2]
     if not len(chosen):
