@@ -28,7 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hintpose.inference import INDEX_COLUMNS, inference_files  # noqa: E402
+from hintpose.topdown.outputs import INDEX_COLUMNS, inference_files  # noqa: E402
 
 SHAPE = (17, 32, 24)
 BOXES_PER_IMAGE = 8

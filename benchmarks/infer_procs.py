@@ -1,8 +1,8 @@
-"""Inference speed of the infer stage with 1 and with N processes (eval.procs).
+"""Inference speed of the infer stage with 1 and with N processes (runtime.procs).
 
 Runs ``stages/infer.py`` as the pipeline does (a trained model of data/models, the detections
-and cues of the committed run) with the params file's settings and ``eval.procs`` set to each
-count (``eval.threads`` 0: one process gets every core, N processes an equal share), ``--repeat``
+and cues of the committed run) with the params file's settings and ``runtime.procs`` set to each
+count (``runtime.threads`` 0: one process gets every core, N processes an equal share), ``--repeat``
 times each, and prints the seconds the stage logged for predicting the heatmaps of each box mode
 (without start-up, decoding and the cue probe) and the wall time of the whole command. The
 last line printed is one JSON object with every figure. Needs the pipeline's outputs.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(params: dict, model: str, procs: int, work: Path) -> dict[str, float]:
-    params["eval"].update(procs=procs, threads=0)
+    params["runtime"].update(procs=procs, threads=0)
     path = work / f"params_{procs}.yaml"
     path.write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(ROOT / "stages" / "infer.py"), "--params", str(path),
@@ -35,7 +35,7 @@ def run(params: dict, model: str, procs: int, work: Path) -> dict[str, float]:
            "--dataset", str(ROOT / "data" / "dataset"),
            "--detections", str(ROOT / "data" / "detections" / "val.json"),
            "--cues", str(ROOT / "data" / "cues" / "val.json"),
-           "--out", str(work / "infer"), "--metrics", str(work / "metrics.json")]
+           "--out", str(work / "infer"), "--details", str(work / "metrics.json")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from hintpose.codec import HeatmapCodec, decode
-from hintpose.postprocess import oks_nms, rescore
+from hintpose.topdown.codec import HeatmapCodec, decode
+from hintpose.topdown.postprocess import oks_nms, rescore
 
 
 def make_chunk(rng: np.random.Generator, n: int, codec: HeatmapCodec) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Real training throughput of the train stage with 1 and with N DDP processes (pose.train.procs).
+"""Real training throughput of the train stage with 1 and with N DDP processes (runtime.procs).
 
 Runs ``stages/train.py`` as the pipeline does (real crops from data/dataset, loader workers,
 validation on 16 persons) for one epoch of ``--samples`` crops, with the params file's pose
@@ -28,22 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(params: dict, model: str, procs: int, samples: int, batch: int, dataset: Path,
         work: Path) -> dict[str, float]:
     pose = params["pose"]
-    pose["train"].update(epochs=1, max_samples=samples, val_samples=16, procs=procs,
+    pose["train"].update(epochs=1, max_samples=samples, val_samples=16,
                          batch_size=batch // procs)
+    params["runtime"].update(procs=procs)
     path = work / f"params_{procs}.yaml"
     path.write_text(yaml.safe_dump(params))
     out = work / f"run_{procs}"
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--model", model, "--params",
            str(path), "--dataset", str(dataset), "--out", str(out / "model"), "--checkpoints",
-           str(out / "ckpt"), "--log-tsv", str(out / "log.tsv"), "--metrics",
-           str(out / "metrics.json")]
+           str(out / "ckpt"), "--log-dir", str(out / "log")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"train stage failed with procs {procs}:\n{proc.stderr[-2000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "log" / "metrics.json").read_text())
     return {"img_s": metrics["img_s"], "wall_s": round(wall, 1)}
 
 

@@ -3,7 +3,7 @@
 Measures the official HRNet-W32 at 256x192 and the default network of params.yaml (pose.width,
 modules, blocks and the pose.data input size; also with the official layout), each in the
 project's training path (channels_last, plus bf16 autocast where the CPU has fast bf16
-kernels, as ``hintpose.training`` decides) and in plain fp32 with contiguous tensors, plus
+kernels, as ``hintpose.runtime`` decides) and in plain fp32 with contiguous tensors, plus
 the cost of the recurrent variant (pose.hops outputs) relative to the baseline at the
 default size. The last line printed is one JSON object with every figure.
 
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from hintpose.config import PoseParams, load_params
+from hintpose.config import Params, load_params
 from hintpose.models.hintpose import HintPose
 from hintpose.models.hrnet import OFFICIAL_BLOCKS, OFFICIAL_MODULES
-from hintpose.training import StepSettings, bf16_supported, train_step
+from hintpose.runtime import Runtime, bf16_supported
+from hintpose.topdown.training import forward_losses
 
 
 def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
@@ -36,20 +37,26 @@ def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, 
     recurrent = hops > 1
     net = HintPose(width, instance_cue, recurrent, hops=hops if recurrent else 1,
                    modules=layout[0], blocks=layout[1])
-    s = StepSettings(torch.device("cpu"), bf16=bf16, channels_last=channels_last,
-                     instance_cue=instance_cue)
-    net.to(memory_format=s.memory_format).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rt = Runtime(torch.device("cpu"), bf16=bf16, channels_last=channels_last)
+    net.to(memory_format=rt.memory_format).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+
+    def step() -> None:  # the engine's step (hintpose.engine.fit) on the pose loss
+        loss = torch.stack(forward_losses(net, data, rt, instance_cue)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
     w, h = size
     joints = 17
     data = (torch.randn(batch, 3, h, w), torch.rand(batch, joints, h // 4, w // 4) * 0.1,
             torch.ones(batch, joints, 1), torch.rand(batch, 1, h, w))
     for _ in range(warmup):
-        train_step(net, data, opt, s)
+        step()
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        train_step(net, data, opt, s)
+        step()
         times.append(time.perf_counter() - t0)
     # The median step: robust to a step slowed by another process on a small shared machine.
     return batch / statistics.median(times)
@@ -66,14 +73,15 @@ def main() -> None:
                     help="also time bf16 autocast where it has no fast kernels (AVX2 CPUs)")
     args = ap.parse_args()
     if args.params.is_file():
-        pose = load_params(args.params).pose
+        params = load_params(args.params)
     else:
-        print(f"note: {args.params} not found, using the default pose settings")
-        pose = PoseParams()
+        print(f"note: {args.params} not found, using the default settings")
+        params = Params()
+    pose, runtime = params.pose, params.runtime
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    elif pose.train.threads > 0:
-        torch.set_num_threads(pose.train.threads)
+    elif runtime.threads > 0:
+        torch.set_num_threads(runtime.threads)
     default = (pose.data.input_width, pose.data.input_height)
     run = {"batch": args.batch, "warmup": args.warmup, "iters": args.iters}
     load = os.getloadavg()[0]
@@ -83,11 +91,11 @@ def main() -> None:
         print("warning: the machine is busy; with two threads per step, other processes slow "
               "training far more than their share")
 
-    # The project's path: what hintpose.training does with pose.train.bf16/channels_last.
+    # The project's path: what hintpose.runtime does with runtime.bf16/channels_last.
     cpu = torch.device("cpu")
-    bf16 = pose.train.bf16 and bf16_supported(cpu)
-    cl = pose.train.channels_last
-    if pose.train.bf16 and not bf16:
+    bf16 = runtime.bf16 and bf16_supported(cpu)
+    cl = runtime.channels_last
+    if runtime.bf16 and not bf16:
         print("note: no fast bf16 kernels on this CPU (oneDNN needs AVX-512): the training "
               "path runs fp32")
     results: dict[str, float | int | str | bool] = {

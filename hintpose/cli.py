@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +19,14 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace``: a reader
-    (or a killed stage) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def training_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The arguments every training stage takes: params file, dataset, model folder
+    (``data/<name>``), resume checkpoints (``data/checkpoints/<name>``) and dvclive folder."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    ap.add_argument("--out", type=Path, default=Path(f"data/{name}"))
+    ap.add_argument("--checkpoints", type=Path, default=Path(f"data/checkpoints/{name}"))
+    # torchrun's own parser rejects `--log` (ambiguous with its --log-dir ...): use --log-dir
+    ap.add_argument("--log-dir", type=Path, required=True, help="dvclive folder of the run")
+    return ap

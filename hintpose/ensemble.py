@@ -1,15 +1,16 @@
 """Heatmap ensemble: per (box, cue) instance, the weighted mean of the members' heatmaps.
 
-Each member is an ``infer@<model>`` output folder (see ``hintpose.inference.inference_files``):
-flip-tested float16 heatmaps (N, J, h, w) with an instance index whose row i describes heatmap
-i. A model with an instance-cue input has one row per (box, cue); a model without one has one
-row per box, and its heatmap of a box joins the average of every cue of that box. Members must
-have run on the same boxes with the same crops and heatmap size.
+Each member is an ``infer@<model>`` output folder (see
+``hintpose.topdown.outputs.inference_files``): float16 heatmaps (N, J, h, w) with an instance
+index whose row i describes heatmap i. A model with an instance-cue input has one row per
+(box, cue); a model without one has one row per box, and its heatmap of a box joins the
+average of every cue of that box. Members must have run on the same boxes with the same crops
+and heatmap size.
 
 The heatmaps are streamed: ``chunk`` instances at a time are read with plain file reads (no
 memory map, whose touched pages would count as resident memory), averaged and decoded through
-``hintpose.inference.heatmaps_to_results``, the code path of a single model, so an ensemble of
-one member reproduces that member's results exactly.
+``hintpose.topdown.inference.heatmaps_to_results``, the code path of a single model, so an
+ensemble of one member reproduces that member's results exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import pandas as pd
 
 from hintpose.config import EnsembleParams, EvalParams
 from hintpose.errors import ConfigError, DataError
-from hintpose.inference import heatmaps_to_results, inference_files, read_instance_index
+from hintpose.topdown.outputs import InferenceRun, inference_files, read_instance_index
+from hintpose.topdown.postprocess import heatmaps_to_results
 
 #: Per-box columns that must agree between members (exactly, or within CROP_TOLERANCE px).
 BOX_COLUMNS = ("image_id", "box_x", "box_y", "box_w", "box_h", "box_score")
@@ -236,17 +238,8 @@ class AveragedHeatmaps:
         return acc
 
 
-@dataclass
-class EnsembleRun:
-    """The ensemble's instance index (the reference member's rows) and its COCO results."""
-
-    index: pd.DataFrame
-    results: list[dict[str, Any]]
-    stats: dict[str, Any]
-
-
 def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
-                 category_id: int = 1, chunk: int = 256) -> EnsembleRun:
+                 category_id: int = 1, chunk: int = 256) -> InferenceRun:
     """Average the members' heatmaps of box mode ``boxes`` per instance (weighted) and turn
     them into COCO results with the single-model code path (``params``: in_vis_thr, nms_thr,
     soft_nms), ``chunk`` instances at a time."""
@@ -269,4 +262,4 @@ def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
              "broadcast_per_box": [inst.member.name for inst in loaded if inst.per_box],
              "boxes": int(index["box_index"].nunique()), "instances": len(index),
              "results": len(results), "seconds": round(time.perf_counter() - start, 2)}
-    return EnsembleRun(index, results, stats)
+    return InferenceRun(index, results, stats)

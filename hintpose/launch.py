@@ -7,7 +7,7 @@ images/s). On GPUs it is one process per GPU, as ``torchrun --nproc_per_node`` w
 
 :func:`launch_local` starts the copies with torchrun's environment (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so
-:func:`hintpose.training.distributed_session` joins them into one group. Unlike torchrun it
+:func:`hintpose.runtime.distributed_session` joins them into one group. Unlike torchrun it
 stops the other processes as soon as one fails and adds no report of its own: the failing
 process's one-line error is the message. This module imports nothing heavy, so a stage can
 decide to relaunch itself before it loads torch.

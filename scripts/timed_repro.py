@@ -1,17 +1,19 @@
-"""Run ``dvc repro`` and record the wall time of every stage it runs in metrics/timings.json.
+"""Run ``dvc repro`` and record its total minutes in metrics/timings.json (a registered DVC
+metric) and the wall time of every stage it ran, with the machine, in
+metrics/details/timings.json.
 
     python scripts/timed_repro.py [--out metrics/timings.json] [-- DVC REPRO ARGS ...]
 
 DVC prints ``Running stage '<name>':`` when a stage starts; a stage's time is from its line to
 the next stage's (or the end of the run), so it includes DVC's own bookkeeping for that stage
-(hashing and caching its outputs). Output: ``{"stages": {name: seconds}, "total_s": seconds,
-"machine": {...}, "command": [...]}``. The file is written only when ``dvc repro`` succeeds.
+(hashing and caching its outputs). Details: ``{"stages": {name: seconds}, "total_s": seconds,
+"machine": {...}, "command": [...]}``. Both files are written only when ``dvc repro``
+succeeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hintpose.io import write_json
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
@@ -39,7 +43,7 @@ def machine() -> dict[str, object]:
         mem_gib = round(kib / 2**20, 1)
     import torch  # noqa: PLC0415  (only for its version and the device)
 
-    from hintpose.training import bf16_supported  # noqa: PLC0415
+    from hintpose.runtime import bf16_supported  # noqa: PLC0415
 
     # The same "AMD EPYC" name covers CPUs with and without AVX-512 (bf16 autocast): say which.
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
@@ -52,7 +56,10 @@ def machine() -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("metrics/timings.json"))
+    ap.add_argument("--out", type=Path, default=Path("metrics/timings.json"),
+                    help="the total minutes (a registered DVC metric)")
+    ap.add_argument("--details", type=Path, default=Path("metrics/details/timings.json"),
+                    help="seconds of every stage that ran, and the machine")
     ap.add_argument("dvc_args", nargs=argparse.REMAINDER,
                     help="arguments after -- go to dvc repro")
     args = ap.parse_args()
@@ -81,11 +88,9 @@ def main() -> None:
         sys.exit(proc.returncode)
     record = {"stages": stages, "total_s": round(end - start, 1), "machine": machine(),
               "command": command}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, args.out)
-    print(f"{len(stages)} stages in {record['total_s']} s -> {args.out}")
+    write_json(args.details, record)
+    write_json(args.out, {"total_minutes": round((end - start) / 60, 2)})
+    print(f"{len(stages)} stages in {record['total_s']} s -> {args.out}, {args.details}")
 
 
 if __name__ == "__main__":

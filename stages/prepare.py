@@ -7,10 +7,11 @@ from pathlib import Path
 
 import cv2
 
-from hintpose.cli import run, write_text_atomic
+from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.prepare import dataset_digest, dataset_stats, prepare_dataset
-from hintpose.visualize import dataset_sheet
+from hintpose.io import write_json
+from hintpose.report.visualize import dataset_sheet
 
 
 def main() -> None:
@@ -19,15 +20,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("data/dataset"))
     ap.add_argument("--digest", type=Path, default=Path("data/dataset_digest.json"),
                     help="md5 of every dataset file: what the stages reading it depend on")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/dataset.json"))
+    ap.add_argument("--details", type=Path, default=Path("metrics/details/dataset.json"),
+                    help="statistics of each split")
     ap.add_argument("--sheet", type=Path, default=Path("metrics/plots/dataset_samples.png"))
     args = ap.parse_args()
     params = load_params(args.params).dataset
     splits = prepare_dataset(args.out, params)
-    write_text_atomic(args.digest, json.dumps(dataset_digest(args.out), indent=1) + "\n")
+    write_json(args.digest, dataset_digest(args.out), indent=1)
     stats = {split: dataset_stats(coco) for split, coco in splits.items()}
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(stats, indent=2) + "\n")
+    write_json(args.details, stats)
     val = splits["val"]
     by_crowd = sorted(val.images, key=lambda i: -val.images[i].get("crowdIndex", 0.0))
     picks = by_crowd[:4] + by_crowd[len(by_crowd) // 2:][:: max(1, len(by_crowd) // 8)][:4]

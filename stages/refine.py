@@ -3,24 +3,22 @@
 For each ``--input NAME:RESULTS=OUT`` (the ensemble's results with detector boxes and with GT
 boxes), every pose scoring at least ``posefix.min_score`` is refined; instance and joint scores
 are kept and OKS-NMS runs again per image. Image ids are checked against the val split.
-``--metrics`` gets, per input, the fraction of labeled GT joints whose error PoseFix reduced or
+``--details`` gets, per input, the fraction of labeled GT joints whose error PoseFix reduced or
 increased (overall, by the input joint's error type, by crowd level). Files are written only
 when every input has been refined, each atomically.
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import torch
-
-from hintpose.cli import run, write_text_atomic
+from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
-from hintpose.posefix import load_model, read_pose_results, refine_results
-from hintpose.posefix_analysis import refinement_analysis
-from hintpose.training import resolve_device
+from hintpose.io import write_json
+from hintpose.posefix.analysis import refinement_analysis
+from hintpose.posefix.refine import load_model, read_pose_results, refine_results
+from hintpose.runtime import from_params
 
 
 def main() -> None:
@@ -32,7 +30,7 @@ def main() -> None:
                     help="a label, a COCO keypoint results file and where its refinement "
                          "goes, e.g. det:data/ensemble/results_det.json="
                          "data/results/ensemble_posefix.json")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/posefix.json"))
+    ap.add_argument("--details", type=Path, default=Path("metrics/details/posefix.json"))
     args = ap.parse_args()
     params = load_params(args.params)
     jobs = []
@@ -44,17 +42,15 @@ def main() -> None:
         jobs.append((label, Path(source), Path(out)))
     coco = load_split(args.dataset, "val")
     inputs = {label: read_pose_results(src, coco) for label, src, _ in jobs}
-    device = resolve_device(params.posefix.device, key="posefix.device")
-    if params.posefix.train.threads > 0:
-        torch.set_num_threads(params.posefix.train.threads)
-    net, config = load_model(args.model, device)
-    if params.posefix.train.channels_last:
-        net.to(memory_format=torch.channels_last)
+    rp = params.runtime
+    rt = from_params(rp)
+    net, config = load_model(args.model, rt.device)
+    net.to(memory_format=rt.memory_format)
     outputs, metrics = {}, {}
     for label, _, out in jobs:
-        r = refine_results(net, config, coco, inputs[label], params.posefix, device,
+        r = refine_results(net, config, coco, inputs[label], params.posefix, rt,
                            params.eval.nms_thr, params.eval.soft_nms)
-        outputs[out] = json.dumps(r.results) + "\n"
+        outputs[out] = r.results
         stats = {k: v for k, v in r.stats.items() if k != "flip_test"}
         metrics[label] = {**stats, **refinement_analysis(coco, inputs[label], r.refined)}
         joints = metrics[label]["overall"]
@@ -62,9 +58,9 @@ def main() -> None:
               f"{r.stats['results']} after OKS-NMS, {r.stats['seconds']} s; of "
               f"{joints.get('joints', 0)} matched GT joints {joints.get('reduced', 0):.1%} "
               f"closer, {joints.get('increased', 0):.1%} farther")
-    for out, text in outputs.items():
-        write_text_atomic(out, text)
-    write_text_atomic(args.metrics, json.dumps(metrics, indent=2) + "\n")
+    for out, results in outputs.items():
+        write_json(out, results, indent=None)
+    write_json(args.details, metrics)
 
 
 if __name__ == "__main__":

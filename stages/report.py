@@ -3,8 +3,9 @@
 - ``<out>/figure3_instance_cues.png``: the report's Figure 3 with ``--cue-model`` on the
   detection box (of ``--cues``) whose first two cues lie on two different persons of the most
   crowded image: for each cue, the crop, the heatmaps and the skeleton.
-- ``<out>/training_curves.png``: training and validation losses of every trained network
-  (``--log NAME=TSV``; names ``family@member`` share a panel).
+- ``<out>/training_curves.png``: training and validation losses of every trained network (the
+  dvclive folders under ``--logs``: ``pretrain``, ``train/<model>`` for each of ``models``,
+  ``detector``, ``multiposenet``, ``posefix``; the pose networks share a panel).
 - ``<out>/crowded_persons.png``: for the ``--persons`` most overlapped val persons, the GT and
   the best-matching pose (highest OKS) of each ``--compare NAME=RESULTS`` (detector boxes).
 AP by crowd level per result set is the score stage's ``metrics/plots/ap_by_crowd.png``.
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from hintpose.cli import run
 from hintpose.config import load_params
-from hintpose.data.coco import load_split, read_json
+from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
-from hintpose.report import (
+from hintpose.io import read_json
+from hintpose.report.figures import (
     most_crowded_persons,
     pick_crowded_box,
     plot_crowded_grid,
@@ -25,7 +27,7 @@ from hintpose.report import (
     plot_training_curves,
     read_logs,
 )
-from hintpose.training import load_pose_model
+from hintpose.topdown.inference import load_pose_model
 
 
 def pairs(specs: list[str], flag: str) -> dict[str, Path]:
@@ -45,14 +47,17 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     ap.add_argument("--cues", type=Path, required=True, help="the cue stage's val.json")
     ap.add_argument("--cue-model", type=Path, required=True, help="a trained cue model folder")
-    ap.add_argument("--log", action="append", default=[], metavar="NAME=TSV")
+    ap.add_argument("--logs", type=Path, default=Path("metrics/logs"),
+                    help="parent folder of the training stages' dvclive logs")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS")
     ap.add_argument("--persons", type=int, default=6)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    load_params(args.params)  # a broken params file stops here, as in every stage
+    params = load_params(args.params)
     coco = load_split(args.dataset, "val")
-    logs = read_logs(pairs(args.log, "--log"))
+    logs = read_logs({"pose@pretrain": args.logs / "pretrain",
+                      **{f"pose@{m}": args.logs / "train" / m for m in params.models},
+                      **{net: args.logs / net for net in ("detector", "multiposenet", "posefix")}})
     compare = {name: read_json(path, "results file")
                for name, path in pairs(args.compare, "--compare").items()}
     net, config = load_pose_model(args.cue_model, "cpu")

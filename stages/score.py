@@ -4,26 +4,32 @@ Result sets: each model of ``models`` in the params file (``<infer>/<model>/resu
 and ``results_gt.json``, written by infer@<model>) plus any ``--results NAME=DIR`` (``ensemble``,
 ``ensemble_posefix``: a folder with ``results_det.json`` and/or ``results_gt.json``) or
 ``--results NAME:BOXES=FILE`` (one results file, BOXES ``det`` or ``gt``). Writes
-one metrics JSON per result set (``<scores>/<name>_<boxes>.json``), the results CSV (one row
-per result set), the report's table as Markdown and CSV, and AP by crowd level as CSV and PNG.
+the headline figures ``--summary`` (AP and hard-crowd AP per method and box mode, the cue
+probe's follow rate per method, read from each model's ``<infer>/<model>/infer.json``), one
+JSON of every score per result set (``<scores>/<name>_<boxes>.json``), the results CSV (one
+row per result set), the report's table as Markdown and CSV, and AP by crowd level as CSV
+and PNG.
 Every result set is scored before anything is written; files are replaced atomically.
 """
 
 import argparse
-import json
-import os
-import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hintpose.cli import run, write_text_atomic
+from hintpose.cli import run
 from hintpose.config import load_params
-from hintpose.data.coco import load_split, read_json
+from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError, DataError
-from hintpose.inference import inference_files
-from hintpose.results import (
-    BOX_MODES,
+from hintpose.io import (
+    finish_dir,
+    read_json,
+    start_dir,
+    write_atomic,
+    write_json,
+    write_text_atomic,
+)
+from hintpose.scoring.results import (
     ENSEMBLE,
     ENSEMBLE_POSEFIX,
     crowd_frame,
@@ -32,14 +38,10 @@ from hintpose.results import (
     report_table,
     results_frame,
     score_results,
+    summary,
     table_markdown,
 )
-
-
-def atomic(path: Path) -> Path:
-    """A temporary sibling of ``path`` to write first and ``os.replace`` onto it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+from hintpose.topdown.outputs import BOX_MODES, inference_files
 
 
 def result_sets(infer_dir: Path, models: list[str],
@@ -85,8 +87,10 @@ def main() -> None:
                     help="parent folder of the infer@<model> outputs")
     ap.add_argument("--results", action="append", default=[], metavar="NAME=DIR",
                     help="more result sets: ensemble=DIR, ensemble_posefix:det=FILE, ...")
-    ap.add_argument("--scores", type=Path, default=Path("metrics/scores"),
-                    help="folder of one metrics JSON per result set")
+    ap.add_argument("--summary", type=Path, default=Path("metrics/summary.json"),
+                    help="the headline figures (dvc metrics)")
+    ap.add_argument("--scores", type=Path, default=Path("metrics/details/scores"),
+                    help="folder of one JSON of every score per result set")
     ap.add_argument("--csv", type=Path, default=Path("metrics/results.csv"))
     ap.add_argument("--table", type=Path, default=Path("metrics/results_table"),
                     help="the report's table, written as <table>.md and <table>.csv")
@@ -104,23 +108,24 @@ def main() -> None:
         records.append(score_results(gt, read_json(path, "results file"), name, boxes))
     results = results_frame(records)
     table = report_table(results, methods)
+    probes = {m: read_json(args.infer / m / "infer.json", f"inference record of {m}")
+              for m in params.models}
+    follow = {m: float(r["cue_probe"]["follow_rate"]) for m, r in probes.items()
+              if r.get("cue_probe", {}).get("pairs")}
+    headline = summary(results, methods, follow)
 
-    tmp = args.scores.with_name(args.scores.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = start_dir(args.scores)
     for rec in records:  # the name and box mode are in the file name: numbers only
         numbers = {k: v for k, v in rec.items() if k not in ("name", "boxes")}
-        (tmp / f"{rec['name']}_{rec['boxes']}.json").write_text(json.dumps(numbers, indent=2)
-                                                                 + "\n")
-    shutil.rmtree(args.scores, ignore_errors=True)
-    tmp.rename(args.scores)
+        write_json(tmp / f"{rec['name']}_{rec['boxes']}.json", numbers)
+    finish_dir(args.scores)
+    write_json(args.summary, headline)
     write_text_atomic(args.csv, results.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(args.table.with_suffix(".csv"), table.to_csv(index=False))
     write_text_atomic(args.table.with_suffix(".md"), table_markdown(table))
-    write_text_atomic(args.crowd_plot.with_suffix(".csv"), crowd_frame(results).to_csv(index=False))
-    png = atomic(args.crowd_plot.with_suffix(".png"))
-    plot_ap_by_crowd(results, png)
-    os.replace(png, args.crowd_plot.with_suffix(".png"))
+    write_text_atomic(args.crowd_plot.with_suffix(".csv"),
+                      crowd_frame(results).to_csv(index=False))
+    write_atomic(args.crowd_plot.with_suffix(".png"), lambda p: plot_ap_by_crowd(results, p))
     print(table_markdown(table))
 
 

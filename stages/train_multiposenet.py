@@ -1,47 +1,25 @@
 """Stage train_multiposenet: train MultiPoseNet's keypoint subnet on whole train images.
 
 Writes ``<out>/model.pt`` (state dict) and ``<out>/model.json`` (structure and input
-settings), the per-epoch TSV for ``dvc plots`` and a small metrics JSON; ``<checkpoints>/last.pt``
-lets a killed run continue (it is removed once the model is written).
+settings) and the per-epoch dvclive log ``--log-dir``; ``<checkpoints>/last.pt`` lets a killed
+run continue (it is removed once the model is written).
 """
 
-import argparse
-import json
-from pathlib import Path
-
-from hintpose.bottomup import (
-    CHECKPOINT,
-    save_model,
-    summary_metrics,
-    train_multiposenet,
-    write_json,
-    write_log_tsv,
-)
-from hintpose.cli import run
+from hintpose.bottomup.training import train_multiposenet
+from hintpose.cli import run, training_parser
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
+from hintpose.engine import CHECKPOINT, finish_training
+from hintpose.runtime import from_params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
-    ap.add_argument("--out", type=Path, default=Path("data/multiposenet"))
-    ap.add_argument("--checkpoints", type=Path, default=Path("data/checkpoints/multiposenet"))
-    ap.add_argument("--log-tsv", type=Path, required=True, help="per-epoch TSV for dvc plots")
-    ap.add_argument("--metrics", type=Path, required=True)
-    args = ap.parse_args()
-    params = load_params(args.params).multiposenet
+    args = training_parser(__doc__, "multiposenet").parse_args()
+    params = load_params(args.params)
     train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
-    result = train_multiposenet(train, val, params, args.checkpoints)
-    save_model(args.out, result.model, result.config)
-    # A finished run's checkpoint would make the next run (say, after a code change) resume
-    # at its last epoch instead of training.
-    (args.checkpoints / CHECKPOINT).unlink(missing_ok=True)
-    write_log_tsv(args.log_tsv, result.log)
-    metrics = summary_metrics(result.log)
-    write_json(args.metrics, metrics)
-    print(json.dumps(metrics))
+    ckpt = args.checkpoints / CHECKPOINT
+    result = train_multiposenet(train, val, params.multiposenet, from_params(params.runtime), ckpt)
+    finish_training(args.out, result.model, result.config, result.log, args.log_dir, ckpt)
 
 
 if __name__ == "__main__":

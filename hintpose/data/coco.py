@@ -11,9 +11,8 @@ CrowdPose). Like HRNet, training uses only persons with ``num_keypoints > 0`` an
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -23,21 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from hintpose.errors import DataError
+from hintpose.io import finite_number, read_json, write_json
 
 ImageCheck = Literal["decode", "exists", "none"]
 MANIFEST = "dataset.json"
-
-
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file; a missing or malformed file is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from None
 
 
 def resolve_image_path(root: Path, file_name: str) -> Path:
@@ -61,10 +49,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @dataclass
@@ -170,7 +154,7 @@ def _validate_annotations(
             raise DataError(f"{where}: annotation {aid} refers to unknown image id "
                             f"{ann.get('image_id')!r}")
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_num, bbox))):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(finite_number, bbox))):
             raise DataError(f"{where}: annotation {aid} needs a bbox of 4 numbers, got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise DataError(f"{where}: annotation {aid} has a negative box size {bbox!r}")
@@ -179,7 +163,8 @@ def _validate_annotations(
         kpts = ann.get("keypoints")
         if kpts is None and ann.get("iscrowd", 0):
             kpts = [0] * (3 * num_joints)
-        if not (isinstance(kpts, list) and len(kpts) == 3 * num_joints and all(map(_is_num, kpts))):
+        if not (isinstance(kpts, list) and len(kpts) == 3 * num_joints
+                and all(map(finite_number, kpts))):
             n = len(kpts) if isinstance(kpts, list) else kpts
             raise DataError(f"{where}: annotation {aid} keypoints must be {3 * num_joints} "
                             f"numbers (3 x {num_joints} joints), got {n}")
@@ -239,7 +224,7 @@ def write_manifest(dataset_dir: Path, splits: dict[str, tuple[str, str]], kind: 
         "splits": {s: {"annotations": a, "images": i} for s, (a, i) in splits.items()},
     }
     path = dataset_dir / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(path, manifest)
     return path
 
 
@@ -255,3 +240,43 @@ def load_split(
     except (KeyError, TypeError):
         raise DataError(f"{dataset_dir / MANIFEST}: no split {split!r}") from None
     return load_coco(dataset_dir / ann, dataset_dir / img, check_images)
+
+
+def result_records(data: Any, source: str, image_ids: Collection[int], category_id: int,
+                   what: str, images_in: str = "the split") -> Iterator[tuple[str, dict]]:
+    """The entries of a COCO results list (detections or keypoints) as (``"<source>: entry
+    i"``, entry), each checked to be an object with a known integer ``image_id`` and, when it
+    has one, the person ``category_id`` and a finite ``score``; anything else is a DataError
+    naming ``source`` and the entry."""
+    if not isinstance(data, list):
+        raise DataError(f"{source}: {what} must be a JSON list of records, got a "
+                        f"{type(data).__name__}")
+    for i, rec in enumerate(data):
+        where = f"{source}: entry {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where} is not a JSON object: {str(rec)[:80]}")
+        iid = rec.get("image_id")
+        if isinstance(iid, bool) or not isinstance(iid, int) or iid not in image_ids:
+            raise DataError(f"{where} refers to unknown image id {iid!r} (not in {images_in})")
+        if rec.get("category_id", category_id) != category_id:
+            raise DataError(f"{where} has category_id {rec['category_id']!r}; only persons "
+                            f"(category {category_id}) are expected")
+        if not finite_number(rec.get("score")):
+            raise DataError(f"{where} needs a finite score, got {rec.get('score')!r}")
+        yield where, rec
+
+
+def validate_keypoint_results(data: Any, source: str, image_ids: Collection[int],
+                              category_id: int, num_joints: int,
+                              images_in: str = "the split") -> list[dict[str, Any]]:
+    """COCO keypoint results: :func:`result_records` with 3 x ``num_joints`` finite
+    ``keypoints`` each; anything else is a DataError naming ``source`` and the entry."""
+    for where, rec in result_records(data, source, image_ids, category_id, "keypoint results",
+                                     images_in):
+        kpts = rec.get("keypoints")
+        if not (isinstance(kpts, list) and len(kpts) == 3 * num_joints
+                and all(map(finite_number, kpts))):
+            got = len(kpts) if isinstance(kpts, list) else repr(kpts)[:40]
+            raise DataError(f"{where} needs {3 * num_joints} finite keypoint values (3 x "
+                            f"{num_joints} joints), got {got}")
+    return data

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from hintpose.config import DatasetParams
 from hintpose.data.coco import CocoPersons, load_coco, load_split, write_manifest
 from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
+from hintpose.data.params import DatasetParams
 from hintpose.data.synthetic import generate_split
 from hintpose.errors import ConfigError
 

@@ -16,6 +16,7 @@ its ``backbone`` gives exactly the HRNet output (at every hop).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,15 @@ class HintPose(nn.Module):
     heatmaps (N, J, H/4, W/4): ``hops`` of them when ``recurrent``, else one. Predictions use
     the last one.
     """
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HintPose:
+        """The network a ``model.json`` describes (hintpose.topdown.training.model_config)."""
+        return cls(config["width"], config["instance_cue"], config["recurrent"],
+                   hops=config["hops"], num_joints=config["num_joints"],
+                   modules=tuple(config.get("modules", OFFICIAL_MODULES)),
+                   blocks=config.get("blocks", OFFICIAL_BLOCKS),
+                   init=config.get("init", "official"))
 
     def __init__(self, width: int, instance_cue: bool, recurrent: bool, hops: int = 3,
                  num_joints: int = 17, modules: tuple[int, ...] = OFFICIAL_MODULES,

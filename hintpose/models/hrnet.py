@@ -124,9 +124,10 @@ class HRNet(nn.Module):
 
     Branch widths are ``width, 2 width, 4 width, 8 width`` (32 and 48 are the official ones).
     ``modules`` (per stage 2, 3, 4) and ``blocks`` (BasicBlocks per branch) default to the
-    official network; fewer make a shallower HRNet in the manner of the official
-    HRNetV2-W18-Small models (1, 1, 1 modules of 2 blocks: Small-v1), whose parameter names
-    are a prefix-compatible subset of the official ones.
+    official network; fewer make a shallower HRNet whose parameter names are a subset of the
+    official ones. Stage 1 is always the official one (four 256-channel Bottlenecks), so
+    (1, 1, 1) modules of 2 blocks is *not* HRNetV2-W18-Small-v1, which also shrinks stage 1
+    to a single, narrower Bottleneck: it is this project's own shallow layout.
     """
 
     def __init__(self, width: int = 32, num_joints: int = 17,

@@ -14,59 +14,28 @@ Letters in shapes: N instances, J joints, [W, H] input size, [w, h] output map s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-#: ResNet depth -> (block, blocks per stage), as torchvision's resnet18 ... resnet152.
-RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
-    18: (BasicBlock, [2, 2, 2, 2]),
-    34: (BasicBlock, [3, 4, 6, 3]),
-    50: (Bottleneck, [3, 4, 6, 3]),
-    101: (Bottleneck, [3, 4, 23, 3]),
-    152: (Bottleneck, [3, 8, 36, 3]),
-}
+from hintpose.models.resnet import ResNetTrunk
+
 TRUNK_STRIDE = 32
 #: Floor of the input-pose skip's maps before the log (a joint without input: uniform).
 SKIP_EPS = 1e-6
 
 
-class ResNetTrunk(ResNet):
-    """torchvision's ResNet without pooling and classifier, with base width ``width`` (64 is
-    the standard network; stages have width, 2, 4 and 8 x width planes) and a stem taking
-    ``in_channels`` channels."""
-
-    def __init__(self, depth: int, width: int, in_channels: int) -> None:
-        if depth not in RESNET_LAYERS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
-        block, layers = RESNET_LAYERS[depth]
-        self._base_width = width
-        self._stages_built = 0
-        super().__init__(block, layers)
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3,
-                               bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.bn1 = nn.BatchNorm2d(width)
-        del self.avgpool, self.fc
-        self.out_channels = 8 * width * block.expansion
-
-    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int,
-                    stride: int = 1, dilate: bool = False) -> nn.Sequential:
-        if self._stages_built == 0:  # the stem's output width
-            self.inplanes = self._base_width
-        self._stages_built += 1
-        return super()._make_layer(block, planes * self._base_width // 64, blocks, stride,
-                                   dilate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
 class PoseFix(nn.Module):
     """PoseFix: (image (N, 3, H, W), pose maps (N, J, H, W)) -> logits (N, J, h, w), with
     h = H / stride, stride = 32 / 2^head_layers (4 with PoseFix's three deconvolutions)."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PoseFix:
+        """The network a ``model.json`` describes (hintpose.posefix.training.model_config)."""
+        return cls(config["num_joints"], config["depth"], config["width"],
+                   config["head_channels"], config["head_layers"], config["input_skip"])
 
     def __init__(self, num_joints: int = 17, depth: int = 50, width: int = 64,
                  head_channels: int = 256, head_layers: int = 3,
@@ -75,7 +44,7 @@ class PoseFix(nn.Module):
         self.num_joints = num_joints
         self.trunk = ResNetTrunk(depth, width, 3 + num_joints)
         layers: list[nn.Module] = []
-        channels = self.trunk.out_channels
+        channels = self.trunk.out_channels[-1]
         for _ in range(head_layers):
             layers += [nn.ConvTranspose2d(channels, head_channels, 4, stride=2, padding=1,
                                           bias=False),
@@ -98,7 +67,7 @@ class PoseFix(nn.Module):
                            else None)
 
     def forward(self, image: torch.Tensor, pose_maps: torch.Tensor) -> torch.Tensor:
-        x = self.trunk(torch.cat([image, pose_maps], dim=1))
+        x = self.trunk(torch.cat([image, pose_maps], dim=1))[-1]
         logits = self.final(self.head(x))
         if self.skip_scale is not None:
             s = self.stride

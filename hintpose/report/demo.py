@@ -1,11 +1,11 @@
 """Run the trained pipeline on any image and draw the skeletons.
 
-    python -m hintpose.demo IMAGE --out OUT.png [--model data/models/icrr_a] [--min-score 0.0]
+    python -m hintpose.report.demo IMAGE --out OUT.png [--model data/models/icrr_a]
 
 The detector (``data/detector``) finds the persons, the MultiPoseNet (``data/multiposenet``)
 gives each box its instance cues, and the chosen pose model runs once per (box, cue) with the
 params' ``eval`` post-processing (decode, rescore, OKS-NMS); poses scoring at least
-``--min-score`` are drawn with their boxes. Everything runs on the CPU unless CUDA is present.
+``--min-score`` are drawn with their boxes, on ``runtime.device`` in fp32.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from hintpose.config import load_params
 from hintpose.data.coco import load_coco, read_image
 from hintpose.data.keypoints import person_category
 from hintpose.errors import DataError
-from hintpose.inference import run_inference, with_cues
-from hintpose.visualize import PALETTE, draw_person
+from hintpose.report.visualize import PALETTE, draw_person
+from hintpose.topdown.boxes import with_cues
+from hintpose.topdown.inference import run_inference
 
 
 def one_image_split(image: Path, folder: Path) -> Any:
@@ -54,32 +55,32 @@ def main() -> None:
                     help="draw poses scoring at least this (after rescoring and OKS-NMS)")
     args = ap.parse_args()
     # the heavy imports only once the arguments are known (--help stays instant)
-    from hintpose.bottomup import load_model as load_cue_net
-    from hintpose.cues import multiposenet_cues
-    from hintpose.detection import detect_images, load_detector
-    from hintpose.training import load_pose_model, resolve_device
+    from hintpose.bottomup.cues import load_model as load_cue_net
+    from hintpose.bottomup.cues import multiposenet_cues
+    from hintpose.detection.config import load_detector
+    from hintpose.detection.detect import detect_images
+    from hintpose.runtime import Runtime, resolve_device
+    from hintpose.topdown.inference import load_pose_model
 
     if not args.image.is_file():
         raise DataError(f"{args.image}: image not found")
     params = load_params(args.params)
-    device = resolve_device(params.pose.device)
+    rt = Runtime(resolve_device(params.runtime.device))
     with tempfile.TemporaryDirectory() as tmp:
         coco = one_image_split(args.image.resolve(), Path(tmp))
-        detector, label = load_detector(args.detector, resolve_device(params.detector.device,
-                                                                      key="detector.device"))
+        detector, label = load_detector(args.detector, rt.device)
         boxes = detect_images(detector, [(1, args.image)], label, 1,
                               params.detector.score_thr, params.detector.min_box_size)
-        net, config = load_pose_model(args.model, device)
+        net, config = load_pose_model(args.model, rt.device)
         if boxes and config["instance_cue"]:
-            cue_net, cue_config = load_cue_net(args.cue_net, device)
-            cues = multiposenet_cues(cue_net, cue_config, coco, boxes, params.cues, device,
+            cue_net, cue_config = load_cue_net(args.cue_net, rt.device)
+            cues = multiposenet_cues(cue_net, cue_config, coco, boxes, params.cues, rt,
                                      progress=False)
             boxes = with_cues(boxes, cues)
         results = []
         if boxes:
             results = run_inference(net, config, coco, boxes, str(args.image),
-                                    Path(tmp) / "heatmaps.npy", params.eval, device, False,
-                                    False).results
+                                    Path(tmp) / "heatmaps.npy", params.eval, rt).results
     canvas = read_image(args.image)
     skeleton = person_category()["skeleton"]
     shown = [r for r in results if r["score"] >= args.min_score]

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from hintpose.data.crowd import CROWD_LEVELS
-from hintpose.evaluation import coco_keypoint_eval, crowd_level_eval
+from hintpose.scoring.evaluation import coco_keypoint_eval, crowd_level_eval
+from hintpose.topdown.outputs import BOX_MODES
 
-BOX_MODES = ("det", "gt")
 BOX_LABELS = {"det": "detector boxes", "gt": "GT boxes"}
 RESULT_COLUMNS = ("name", "boxes", "AP", "AP50", "AP75", "APm", "APl", "AR", "AP_easy",
                   "AP_medium", "AP_hard")
@@ -34,6 +34,9 @@ TABLE_ROWS = ("HRNet baseline", "Instance cue", "Recurrent refinement", "I.C.+R.
 TABLE_COLUMNS = {"AP": "AP", "AR": "AR", "AP50": "AP50", "AP75": "AP75", "APm": "APm",
                  "APl": "APl", "AP_hard": "hard-crowd AP"}
 MISSING = "—"
+#: Keys of the table rows in the headline figures (``summary``).
+SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", ENSEMBLE, ENSEMBLE_POSEFIX),
+                        strict=True))
 
 
 def method_of(name: str, instance_cue: bool | None = None, recurrent: bool | None = None) -> str:
@@ -113,6 +116,27 @@ def report_table(results: pd.DataFrame, methods: Mapping[str, str],
             rows.append(row)
     columns = ["boxes", "method", *TABLE_COLUMNS.values(), "models"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def summary(results: pd.DataFrame, methods: Mapping[str, str],
+            follow_rates: Mapping[str, float]) -> dict[str, Any]:
+    """The headline figures ``dvc metrics`` shows: per table row (``SUMMARY_KEYS``) and box
+    mode, AP and hard-crowd AP in percent (the mean over the row's models, as the table), and
+    per method the cue probe's follow rate (the mean over the models in ``follow_rates``)."""
+    ap: dict[str, dict[str, float]] = {}
+    follow: dict[str, float] = {}
+    for method, key in SUMMARY_KEYS.items():
+        for mode in BOX_MODES:
+            members = results[(results["boxes"] == mode) & (results["name"].map(methods)
+                                                           == method)]
+            for column, suffix in (("AP", ""), ("AP_hard", "_hard")):
+                values = [v for v in members[column].tolist() if math.isfinite(v)]
+                if values:
+                    ap.setdefault(key, {})[mode + suffix] = round(100 * float(np.mean(values)), 2)
+        rates = [r for name, r in follow_rates.items() if methods.get(name) == method]
+        if rates:
+            follow[key] = round(float(np.mean(rates)), 4)
+    return {"AP": ap, "follow_rate": follow}
 
 
 def table_markdown(table: pd.DataFrame) -> str:

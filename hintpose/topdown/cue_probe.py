@@ -27,18 +27,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from hintpose.codec import decode
 from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou, oracle_point, points_in_box
-from hintpose.data.topdown import (
+from hintpose.runtime import Runtime, current_dist
+from hintpose.topdown.codec import decode
+from hintpose.topdown.inference import inference_data_params, predict_heatmaps
+from hintpose.topdown.postprocess import coco_oks
+from hintpose.topdown.samples import (
     OTHER_BOX_MIN_IOU,
     OTHER_BOX_MIN_JOINTS,
     Instance,
     TopDownDataset,
 )
-from hintpose.inference import inference_data_params, predict_heatmaps, process_rank
-from hintpose.postprocess import coco_oks
 
 __all__ = ["Pair", "crowded_pairs", "follow_stats", "probe_instances", "run_cue_probe"]
 
@@ -108,7 +109,7 @@ def follow_stats(pairs: list[Pair], own: np.ndarray, other: np.ndarray) -> dict[
 
 def run_cue_probe(
     model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons, heatmap_file: Path,
-    params: EvalParams, device: torch.device, bf16: bool, channels_last: bool,
+    params: EvalParams, rt: Runtime,
 ) -> dict[str, float]:
     """Run ``model`` (its ``model.json`` ``config``) on the probe pairs of ``coco`` (at most
     ``params.cue_probe_pairs``) and return :func:`follow_stats`. The heatmaps pass through
@@ -120,10 +121,9 @@ def run_cue_probe(
         return follow_stats(pairs, np.zeros(0), np.zeros(0))
     dataset = TopDownDataset(coco, probe_instances(pairs, use_cue), inference_data_params(config),
                              False)
-    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, device,
-                                      bf16, channels_last, params.workers, use_cue,
-                                      params.flip_test)
-    if process_rank()[0] > 0:  # rank 0 decodes (and the caller removes the file)
+    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
+                                      params.workers, use_cue, params.flip_test)
+    if not current_dist().is_main:  # rank 0 decodes (and the caller removes the file)
         return {}
     heat = np.load(heatmap_file, mmap_mode="r")
     coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes)

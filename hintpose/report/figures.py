@@ -2,7 +2,7 @@
 predictions), the training curves of every trained network, and baseline vs I.C.+R.R.
 predictions on the most crowded val persons.
 
-Everything is drawn from the pipeline's own outputs (per-epoch TSVs, cue files, result sets)
+Everything is drawn from the pipeline's own outputs (dvclive training logs, cue files, result sets)
 and, for Figure 3, one forward pass of a trained cue model per cue.
 """
 
@@ -18,14 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hintpose.codec import decode
 from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
-from hintpose.data.topdown import Instance, TopDownDataset
 from hintpose.errors import DataError
-from hintpose.inference import inference_data_params
-from hintpose.postprocess import coco_oks
-from hintpose.visualize import PALETTE, draw_person
+from hintpose.report.visualize import PALETTE, draw_person
+from hintpose.topdown.codec import decode
+from hintpose.topdown.inference import inference_data_params
+from hintpose.topdown.postprocess import coco_oks
+from hintpose.topdown.samples import Instance, TopDownDataset
+from hintpose.trainlog import read_log
 
 
 def _pyplot() -> Any:
@@ -41,16 +42,8 @@ def _pyplot() -> Any:
 
 
 def read_logs(logs: Mapping[str, Path]) -> dict[str, pd.DataFrame]:
-    """Per-epoch TSVs by name; a missing or malformed one is a DataError naming it."""
-    frames = {}
-    for name, path in logs.items():
-        if not Path(path).is_file():
-            raise DataError(f"{path}: training log of {name} not found")
-        frame = pd.read_csv(path, sep="\t")
-        if "epoch" not in frame.columns:
-            raise DataError(f"{path}: training log of {name} has no epoch column")
-        frames[name] = frame
-    return frames
+    """Per-epoch dvclive logs by name (hintpose.trainlog); a missing one is a DataError."""
+    return {name: read_log(path, f"training log of {name}") for name, path in logs.items()}
 
 
 def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:

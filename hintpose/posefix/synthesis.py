@@ -37,14 +37,17 @@ from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
 from hintpose.data.keypoints import COCO_SIGMAS
-from hintpose.data.topdown import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from hintpose.data.transforms import (
     affine_matrix,
     box_to_center_size,
     flip_pairs_from_names,
+    image_tensor,
     transform_points,
 )
+
+#: Settings of posefix that shape the network and its inputs (stored in ``model.json``).
+NETWORK_KEYS = ("depth", "width", "head_channels", "input_skip", "input_width", "input_height",
+                "pose_sigma", "box_extent", "min_box", "box_padding")
 
 ERROR_TYPES = ("good", "jitter", "inversion", "swap", "miss")
 GOOD, JITTER, INVERSION, SWAP, MISS = range(5)
@@ -251,11 +254,6 @@ def input_sigma(params: PosefixParams) -> float:
     return params.pose_sigma * params.input_height / 256.0
 
 
-def _to_tensor(crop: np.ndarray) -> torch.Tensor:
-    rgb = crop[:, :, ::-1].astype(np.float32) / 255.0
-    return torch.from_numpy(((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
-
-
 class PosefixTrainSet(Dataset):
     """(image, pose maps, target (J, 2) in output-map pixels, valid (J,), error types (J,))
     per person: a synthesized input pose, its crop and PoseFix's augmentation (scale, rotation,
@@ -309,7 +307,7 @@ class PosefixTrainSet(Dataset):
             inp, gt, valid, types = inp[self.perm], gt[self.perm], valid[self.perm], \
                 types[self.perm]
         maps = pose_maps(inp, self.size, input_sigma(self.params))
-        return (_to_tensor(crop), torch.from_numpy(maps),
+        return (image_tensor(crop), torch.from_numpy(maps),
                 torch.from_numpy((gt / self.stride).astype(np.float32)),
                 torch.from_numpy(valid.astype(np.float32)), torch.from_numpy(types))
 
@@ -339,5 +337,5 @@ class RefineSet(Dataset):
                               flags=cv2.INTER_LINEAR)
         maps = pose_maps(transform_points(kpts[:, :2], m), self.size, input_sigma(self.params))
         inverse = affine_matrix(center, size, 0.0, self.size, inverse=True)
-        return (_to_tensor(crop), torch.from_numpy(maps),
+        return (image_tensor(crop), torch.from_numpy(maps),
                 torch.from_numpy(inverse.astype(np.float64)))

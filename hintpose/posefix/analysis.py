@@ -13,20 +13,9 @@ import numpy as np
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
 from hintpose.data.keypoints import COCO_SIGMAS
-from hintpose.data.topdown import flip_pairs_from_names
-from hintpose.posefix_data import ERROR_TYPES, KS_GOOD, KS_JITTER
-
-
-def _ks(d2: np.ndarray, area: float, sigmas: np.ndarray) -> np.ndarray:
-    return np.exp(-d2 / (2 * max(area, 1.0) * (2 * sigmas) ** 2))
-
-
-def _oks(pose: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray) -> float:
-    labeled = gt[:, 2] > 0
-    if not labeled.any():
-        return 0.0
-    d2 = ((pose[:, :2] - gt[:, :2]) ** 2).sum(1)
-    return float(_ks(d2, area, sigmas)[labeled].mean())
+from hintpose.data.transforms import flip_pairs_from_names
+from hintpose.posefix.synthesis import ERROR_TYPES, KS_GOOD, KS_JITTER
+from hintpose.topdown.postprocess import coco_oks, keypoint_similarity
 
 
 def classify_joints(pose: np.ndarray, gt: np.ndarray, others: np.ndarray, area: float,
@@ -40,7 +29,7 @@ def classify_joints(pose: np.ndarray, gt: np.ndarray, others: np.ndarray, area: 
     for j in np.flatnonzero(gt[:, 2] > 0):
 
         def ks(p: np.ndarray, j: int = j) -> float:
-            return float(_ks(((pose[j, :2] - p) ** 2).sum(), area, sigmas[j]))
+            return float(keypoint_similarity(((pose[j, :2] - p) ** 2).sum(), area, sigmas[j]))
 
         k = ks(gt[j, :2])
         c = counterpart[j]
@@ -86,7 +75,8 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
         for ann in persons.get(iid, []):
             if ann["id"] in taken:
                 continue
-            o = _oks(before, np.reshape(ann["keypoints"], (-1, 3)), ann["area"], sigmas)
+            o = float(coco_oks(np.reshape(ann["keypoints"], (-1, 3)), before[None], ann["area"],
+                               sigmas)[0])
             if o >= best_oks:
                 best, best_oks = ann, o
         if best is None:
@@ -100,8 +90,8 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
         d_after = np.linalg.norm(after[:, :2] - gt[:, :2], axis=1)
         for j in np.flatnonzero(types >= 0):
             rows.append((ERROR_TYPES[types[j]], levels[iid], d_before[j], d_after[j],
-                         float(_ks(d_before[j] ** 2, best["area"], sigmas[j])),
-                         float(_ks(d_after[j] ** 2, best["area"], sigmas[j]))))
+                         float(keypoint_similarity(d_before[j] ** 2, best["area"], sigmas[j])),
+                         float(keypoint_similarity(d_after[j] ** 2, best["area"], sigmas[j]))))
 
     def summary(sel: list[tuple]) -> dict[str, float | int]:
         if not sel:

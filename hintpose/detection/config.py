@@ -16,32 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import os
-import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
 from hintpose.config import DetectorParams
-from hintpose.data.coco import CocoPersons, read_image, read_json
+from hintpose.data.coco import CocoPersons
 from hintpose.errors import ConfigError, DataError
+from hintpose.io import file_digest, read_json, write_atomic
 
 SETUP_HINT = "run `bash scripts/setup.sh` (it builds mmcv with its compiled ops)"
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.py", "detector.json"
-BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs",
-                  "ARm", "ARl")
 
 
 # --------------------------------------------------------------------------- mmdet access
@@ -193,48 +183,6 @@ def training_config(
     return cfg
 
 
-def _epoch_log_hook() -> Any:
-    from mmengine.hooks import Hook
-
-    class EpochLog(Hook):
-        """Mean training losses per epoch and the val box AP, for the TSV of ``dvc plots``."""
-
-        priority = "LOW"
-
-        def __init__(self) -> None:
-            self.rows: list[dict[str, float]] = []
-            self._sums: dict[str, list[float]] = defaultdict(list)
-
-        def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                             outputs: Any = None) -> None:
-            for key, value in (outputs or {}).items():
-                if key.startswith("loss"):
-                    self._sums[key].append(float(value.detach()))
-
-        def after_train_epoch(self, runner: Any) -> None:
-            row = {"epoch": float(runner.epoch + 1)}
-            row.update({k: float(np.mean(v)) for k, v in sorted(self._sums.items())})
-            row.update({"val_AP": float("nan"), "val_AP50": float("nan")})
-            self.rows.append(row)
-            self._sums.clear()
-
-        def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
-            if self.rows and metrics:
-                self.rows[-1]["val_AP"] = float(metrics.get("coco/bbox_mAP", float("nan")))
-                self.rows[-1]["val_AP50"] = float(metrics.get("coco/bbox_mAP_50", float("nan")))
-
-    return EpochLog()
-
-
-def write_detector_log(path: Path, log: Sequence[dict[str, float]]) -> None:
-    """The per-epoch log as a TSV for ``dvc plots`` (a header only when nothing was trained)."""
-    frame = pd.DataFrame(list(log), columns=None if log else ["epoch", "loss", "val_AP"])
-    if log:
-        frame["epoch"] = frame["epoch"].astype(int)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, sep="\t", index=False, float_format="%.5g", na_rep="")
-
-
 def _single_class(node: Any) -> Any:
     """A model config with every ``num_classes`` set to 1 (cascade heads included)."""
     if isinstance(node, dict):
@@ -244,46 +192,7 @@ def _single_class(node: Any) -> Any:
     return node
 
 
-@dataclass
-class TrainedDetector:
-    model: torch.nn.Module
-    config: Any
-    log: list[dict[str, float]]
-    seconds: float
-
-
-def train_detector(cfg: Any, threads: int = 0) -> TrainedDetector:
-    """Train ``cfg`` (from ``training_config``) with mmengine's Runner."""
-    require_mmdet()
-    from mmengine.runner import Runner
-
-    if threads:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    runner = Runner.from_cfg(cfg)
-    hook = _epoch_log_hook()
-    runner.register_hook(hook)
-    model = runner.train()
-    model = getattr(model, "module", model)
-    model.cfg = cfg
-    return TrainedDetector(model, cfg, hook.rows, time.perf_counter() - start)
-
-
 # --------------------------------------------------------------------------- storage
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_detector(out_dir: Path, cfg: Any, meta: dict[str, Any],
@@ -292,10 +201,10 @@ def save_detector(out_dir: Path, cfg: Any, meta: dict[str, Any],
     out_dir.mkdir(parents=True, exist_ok=True)
     if model is not None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _write_atomic(out_dir / MODEL_FILE, lambda p: torch.save(state, p))
-    _write_atomic(out_dir / CONFIG_FILE, lambda p: p.write_text(cfg.pretty_text))
+        write_atomic(out_dir / MODEL_FILE, lambda p: torch.save(state, p))
+    write_atomic(out_dir / CONFIG_FILE, lambda p: p.write_text(cfg.pretty_text))
     text = json.dumps(meta, indent=2) + "\n"
-    _write_atomic(out_dir / META_FILE, lambda p: p.write_text(text))
+    write_atomic(out_dir / META_FILE, lambda p: p.write_text(text))
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -362,84 +271,8 @@ def load_detector(folder: Path, device: torch.device) -> tuple[torch.nn.Module, 
         except Exception as exc:
             raise DataError(f"{weights}: cannot load the detector weights ({exc})") from None
     else:
-        if not weights.is_file() or sha256(weights) != meta.get("checkpoint_sha256"):
+        if not weights.is_file() or file_digest(weights) != meta.get("checkpoint_sha256"):
             raise DataError(f"{weights}: missing or changed since train_detector recorded it; "
                             "run `dvc repro -f train_detector`")
         state, _ = read_checkpoint(weights)
     return build_model(cfg, state, str(weights)).to(device), label
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def _test_pipeline(cfg: Any) -> Any:
-    """The config's test pipeline fed with decoded arrays, without annotation loading."""
-    from mmcv.transforms import Compose
-
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    if steps and "LoadImageFromFile" in str(steps[0]["type"]):
-        steps[0] = {"type": "mmdet.LoadImageFromNDArray"}
-    steps = [s for s in steps if "LoadAnnotations" not in str(s["type"])]
-    return Compose(steps)
-
-
-@torch.no_grad()
-def detect_images(
-    model: torch.nn.Module, images: Sequence[tuple[int, Path]], label: int, batch_size: int,
-    score_thr: float, min_box_size: float, category_id: int = 1,
-) -> list[dict[str, Any]]:
-    """Person boxes (COCO results: ``image_id, category_id, bbox [x, y, w, h], score``) for
-    ``images`` (id, path), batched; boxes of other classes, under ``score_thr`` or smaller
-    than ``min_box_size`` on a side are dropped."""
-    from mmengine.dataset import pseudo_collate
-
-    pipeline = _test_pipeline(model.cfg)
-    results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(images), desc="detect", unit="img")
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        items = [pipeline({"img": read_image(path), "img_id": iid, "img_path": str(path)})
-                 for iid, path in chunk]
-        outputs = model.test_step(pseudo_collate(items))
-        for (iid, _), out in zip(chunk, outputs, strict=True):
-            pred = out.pred_instances
-            keep = (pred.labels == label) & (pred.scores >= score_thr)
-            height, width = out.metainfo["ori_shape"][:2]
-            boxes = pred.bboxes[keep].float().cpu().numpy()
-            # a padded test pipeline can place boxes in the padding: clip to the image
-            boxes = boxes.clip(0, [width, height, width, height])
-            scores = pred.scores[keep].float().cpu().numpy()
-            for (x1, y1, x2, y2), s in zip(boxes, scores, strict=True):
-                w, h = float(x2 - x1), float(y2 - y1)
-                if w < min_box_size or h < min_box_size:
-                    continue
-                results.append({"image_id": int(iid), "category_id": category_id,
-                                "bbox": [round(float(x1), 2), round(float(y1), 2),
-                                         round(w, 2), round(h, 2)],
-                                "score": round(float(s), 5)})
-        bar.update(len(chunk))
-    bar.close()
-    return results
-
-
-def coco_box_eval(gt: dict[str, Any], dets: Sequence[dict[str, Any]],
-                  ignore_below: float = 0.0) -> dict[str, float]:
-    """COCO box stats (``BOX_STAT_NAMES``) of ``dets`` against the person boxes of ``gt``.
-    With ``ignore_below`` > 0, GT persons whose box is narrower or lower than that are
-    'don't care' regions (COCO's iscrowd handling): finding them is not required and
-    detections on them are not false positives."""
-    data = copy.deepcopy(gt)
-    for ann in data["annotations"]:
-        if ignore_below and min(ann["bbox"][2], ann["bbox"][3]) < ignore_below:
-            ann["iscrowd"] = 1
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-        if not dets:
-            return dict.fromkeys(BOX_STAT_NAMES, 0.0)
-        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(list(dets))), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {k: float(v) for k, v in zip(BOX_STAT_NAMES, ev.stats, strict=True)}

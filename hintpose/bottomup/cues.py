@@ -6,7 +6,7 @@ the max over joints), local maxima by 3x3 max-pool suppression above ``threshold
 sub-pixel (parabola) refinement, mapped to image pixels, then thinned greedily, best first,
 to points at least ``min_distance`` pixels apart. A box's cues are the peaks of its image that
 lie inside it (edges included), best first, at most ``max_per_box``: the same rule as
-``hintpose.inference.cues_inside``, which applies it to boxes the stage did not see.
+``hintpose.topdown.boxes.cues_inside``, which applies it to boxes the stage did not see.
 
 Oracle cues (an upper bound): one per GT person (non-crowd, labeled) with a labeled joint
 inside the box: of its joints inside the box (visible ones if any, else hidden ones) the one
@@ -19,6 +19,7 @@ Cue files are aligned one to one with the detections: entry i is
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,18 +27,27 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hintpose.bottomup import BottomUpDataset, build_codec, make_loader, person_mask
+from hintpose.bottomup.targets import BottomUpDataset, build_codec, make_loader, person_mask
 from hintpose.config import CuesParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou, oracle_point
-from hintpose.data.topdown import flip_heatmaps_back, flip_pairs_from_names, transform_points
+from hintpose.data.transforms import flip_heatmaps_back, flip_pairs_from_names, transform_points
 from hintpose.errors import ConfigError
+from hintpose.models.folder import load_network
 from hintpose.models.multiposenet import MultiPoseNet
+from hintpose.runtime import Runtime
 
 #: A GT person is "in" a box when at least this fraction of its box lies inside the box.
 CONTAIN_FRACTION = 0.5
 
 Cues = list[list[list[float]]]  # per box: [[x, y, score], ...]
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu"
+               ) -> tuple[MultiPoseNet, dict[str, Any]]:
+    """The MultiPoseNet folder written by train_multiposenet: (net in eval mode, config)."""
+    return load_network(model_dir, MultiPoseNet.from_config, "MultiPoseNet",
+                        "train_multiposenet", device)
 
 
 # --------------------------------------------------------------------------- peaks
@@ -114,8 +124,7 @@ def box_cues(peaks: np.ndarray, bbox: Sequence[float], max_per_box: int) -> list
 @torch.no_grad()
 def predict_maps(
     net: MultiPoseNet, config: dict[str, Any], coco: CocoPersons, image_ids: Sequence[int],
-    device: torch.device, batch_size: int, flip: bool = True, bf16: bool = False,
-    channels_last: bool = True, workers: int = 0, progress: bool = True,
+    rt: Runtime, batch_size: int, flip: bool = True, workers: int = 0, progress: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor, np.ndarray]]:
     """Image-level maps of ``image_ids``, batch by batch: (image ids, maps (B, J + 1, h, w)
     fp32 on the CPU, heatmap -> image matrices (B, 2, 3)). With ``flip`` the maps are the
@@ -123,12 +132,11 @@ def predict_maps(
     codec = build_codec(config)
     dataset = BottomUpDataset(coco, image_ids, codec, targets=False)
     pairs = flip_pairs_from_names(config["keypoint_names"])
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.eval()
     loader = make_loader(dataset, range(len(dataset)), batch_size, workers)
     for image, _, _, meta in tqdm(loader, desc="maps", unit="batch", disable=not progress):
-        image = image.to(device).contiguous(memory_format=fmt)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        image = image.to(rt.device).contiguous(memory_format=rt.memory_format)
+        with rt.autocast():
             maps = net(image)[0].float()
             if flip:
                 mirrored = net(image.flip(3))[0].float()
@@ -154,19 +162,14 @@ def maps_to_peaks(maps: torch.Tensor, inverse: np.ndarray, joint: int | None, nu
 
 def multiposenet_cues(
     net: MultiPoseNet, config: dict[str, Any], coco: CocoPersons,
-    boxes: Sequence[dict[str, Any]], params: CuesParams, device: torch.device,
-    bf16: bool = False, channels_last: bool = True, progress: bool = True, threads: int = 0,
+    boxes: Sequence[dict[str, Any]], params: CuesParams, rt: Runtime, progress: bool = True,
 ) -> Cues:
-    """Cues of every box from the peaks of its image's maps (see the module docstring);
-    ``threads`` > 0 sets torch's intra-op threads."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    """Cues of every box from the peaks of its image's maps (see the module docstring)."""
     joint = resolve_joint(params.joint, config["keypoint_names"])
     image_ids = sorted({int(b["image_id"]) for b in boxes})
     peaks: dict[int, np.ndarray] = {}
-    for ids, maps, inverse in predict_maps(net, config, coco, image_ids, device,
-                                           params.batch_size, params.flip_test, bf16,
-                                           channels_last, progress=progress):
+    for ids, maps, inverse in predict_maps(net, config, coco, image_ids, rt, params.batch_size,
+                                           params.flip_test, progress=progress):
         found = maps_to_peaks(maps, inverse, joint, int(config["num_joints"]), params.threshold,
                               params.min_distance)
         peaks.update(zip(ids, found, strict=True))

@@ -1,0 +1,1 @@
+"""MultiPoseNet, bottom-up: whole-image targets, training, and instance cues from its peaks."""

@@ -1,0 +1,1 @@
+"""The MMDetection adapter: detector configs and folders, training with mmengine, detection."""

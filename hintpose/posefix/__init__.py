@@ -1,0 +1,1 @@
+"""PoseFix: error synthesis, training, refinement of results files, analysis of its effect."""

@@ -1,0 +1,117 @@
+"""PoseFix applied to any COCO keypoint results file: crop every input pose as PoseFix at test
+time, predict the soft-argmax coordinates (averaged with a flip pass with ``flip_test``), keep
+each instance's score and its per-joint scores (only the coordinates change; PoseFix gives
+every joint the instance score, which COCO's metric ignores), and run the per-image OKS-NMS
+again on the padded crop areas, since two inputs may have been corrected onto the same person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hintpose.config import PosefixParams
+from hintpose.data.coco import CocoPersons, validate_keypoint_results
+from hintpose.data.keypoints import COCO_SIGMAS
+from hintpose.data.transforms import flip_pairs_from_names, transform_points
+from hintpose.io import read_json
+from hintpose.models.folder import load_network
+from hintpose.models.posefix import PoseFix, soft_argmax
+from hintpose.posefix.synthesis import NETWORK_KEYS, RefineSet
+from hintpose.runtime import Runtime, worker_init
+from hintpose.topdown.postprocess import nms_per_image
+
+
+def config_params(config: dict[str, Any], params: PosefixParams) -> PosefixParams:
+    """``params`` with the crop and input settings a model was trained with."""
+    return dataclasses.replace(params, **{k: config[k] for k in NETWORK_KEYS})
+
+
+def load_model(model_dir: Path, device: torch.device | str = "cpu"
+               ) -> tuple[PoseFix, dict[str, Any]]:
+    """The PoseFix folder written by train_posefix: (network in eval mode, config)."""
+    return load_network(model_dir, PoseFix.from_config, "PoseFix model", "train_posefix", device)
+
+
+def read_pose_results(path: str | Path, coco: CocoPersons) -> list[dict[str, Any]]:
+    """COCO keypoint results from ``path`` checked against the split ``coco`` (see
+    hintpose.data.coco.validate_keypoint_results); anything else is a DataError naming the
+    file and the entry."""
+    return validate_keypoint_results(read_json(path, "keypoint results file"), str(path),
+                                     coco.images, coco.category["id"], coco.num_joints,
+                                     coco.annotation_file.name)
+
+
+@dataclass
+class Refinement:
+    """Refined poses aligned with the input entries (before NMS) and the final results."""
+
+    refined: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
+@torch.no_grad()
+def refine_results(net: PoseFix, config: dict[str, Any], coco: CocoPersons,
+                   entries: Sequence[dict[str, Any]], params: PosefixParams, rt: Runtime,
+                   nms_thr: float = 0.9, soft_nms: bool = False,
+                   progress: bool = True) -> Refinement:
+    """Refine every entry scoring at least ``params.min_score`` (others pass through
+    unchanged), keeping its scores, then OKS-NMS per image (see the module docstring)."""
+    start = time.perf_counter()
+    params = config_params(config, params)
+    todo = [i for i, e in enumerate(entries) if e["score"] >= params.min_score]
+    dataset = RefineSet(coco, [entries[i] for i in todo], params)
+    perm = list(range(config["num_joints"]))
+    for a, b in flip_pairs_from_names(config["keypoint_names"]):
+        perm[a], perm[b] = b, a
+    width = params.input_width
+    coords = np.zeros((len(todo), config["num_joints"], 2))
+    loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=False,
+                        num_workers=params.train.workers, worker_init_fn=worker_init
+                        if params.train.workers else None)
+    done = 0
+    net.eval()
+    for image, maps, inverse in tqdm(loader, desc="refine", unit="batch", disable=not progress):
+        image = image.to(rt.device).contiguous(memory_format=rt.memory_format)
+        maps = maps.to(rt.device).contiguous(memory_format=rt.memory_format)
+        with rt.autocast():
+            xy = soft_argmax(net(image, maps).float()) * net.stride
+            if params.flip_test:
+                flipped = soft_argmax(net(image.flip(3), maps.flip(3)[:, perm]).float())
+                flipped = flipped[:, perm] * net.stride
+                flipped[..., 0] = width - 1 - flipped[..., 0]
+                xy = (xy + flipped) / 2
+        for k, (pts, inv) in enumerate(zip(xy.cpu().numpy(), inverse.numpy(), strict=True)):
+            coords[done + k] = transform_points(pts.astype(np.float64), inv)
+        done += len(xy)
+    refined = [dict(e) for e in entries]
+    areas = np.zeros(len(entries))
+    for k, i in enumerate(todo):
+        kpts = np.reshape(entries[i]["keypoints"], (-1, 3)).astype(np.float64)
+        kpts[:, :2] = coords[k]
+        refined[i]["keypoints"] = np.round(kpts, 3).ravel().tolist()
+        areas[i] = float(np.prod(dataset.crop(k)[1]))
+    for i in set(range(len(entries))) - set(todo):
+        kpts = np.reshape(entries[i]["keypoints"], (-1, 3))
+        span = kpts[:, :2].max(0) - kpts[:, :2].min(0)
+        areas[i] = float(np.prod(np.maximum(span, 1.0)))
+    kpts = np.array([np.reshape(e["keypoints"], (-1, 3)) for e in refined]).reshape(
+        len(refined), config["num_joints"], 3)
+    scores = np.array([e["score"] for e in refined], dtype=np.float64)
+    sigmas = COCO_SIGMAS if kpts.shape[1] == len(COCO_SIGMAS) else np.full(kpts.shape[1], 0.079)
+    kept = nms_per_image(kpts, scores, areas, [e["image_id"] for e in refined], nms_thr,
+                         soft_nms, sigmas)
+    results = [refined[i] for i in kept]
+    stats = {"inputs": len(entries), "refined": len(todo), "results": len(results),
+             "seconds": round(time.perf_counter() - start, 2), "flip_test": params.flip_test}
+    return Refinement(refined, results, stats)

@@ -1,0 +1,1 @@
+"""Figures of the report stage, drawing helpers, and the demo."""

@@ -1,0 +1,1 @@
+"""COCO keypoint scoring (overall, by crowd level) and the results tables."""

@@ -1,0 +1,1 @@
+"""Top-down pose estimation: codec, samples, training recipe, boxes, inference, post-processing."""

@@ -1,0 +1,195 @@
+"""Top-down inference: heatmaps of every (box, cue) instance, and heatmaps -> COCO results.
+
+Heatmaps of every instance go into one float16 array on disk (a memory map filled batch by
+batch) next to an index of the instances, so the ensemble can stream them in chunks. Turning
+heatmaps into poses (decode -> rescoring -> per-image OKS-NMS) is ``heatmaps_to_results``,
+shared by single models and the ensemble. The flip test is ``eval.flip_test`` (off in the
+default).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from hintpose.config import EvalParams, PoseDataParams
+from hintpose.data.coco import CocoPersons, clip_box
+from hintpose.data.transforms import flip_heatmaps_back
+from hintpose.errors import DataError
+from hintpose.models.folder import load_network
+from hintpose.models.hintpose import HintPose
+from hintpose.runtime import Runtime, current_dist
+from hintpose.topdown.outputs import INDEX_COLUMNS, InferenceRun
+from hintpose.topdown.postprocess import heatmaps_to_results
+from hintpose.topdown.samples import Instance, TopDownDataset
+
+
+@torch.no_grad()
+def predict_heatmaps(
+    model: torch.nn.Module, dataset: TopDownDataset, out_file: Path, batch_size: int,
+    rt: Runtime, workers: int = 0, use_cue: bool = True, flip: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` (returning a list of hop outputs; the last is used) with HRNet's flip
+    test (unless ``flip`` is false) over ``dataset`` and write the averaged heatmaps
+    (N, J, h, w) as float16 to ``out_file`` (.npy). Returns the crop centers and sizes (N, 2)
+    in image pixels.
+
+    Inside a process group every rank must call this with the same arguments (``out_file``
+    on a file system they share): each predicts one contiguous share of the instances into
+    the same file, and all return once the whole file is written."""
+    n = len(dataset)
+    w, h = dataset.codec.heatmap_size
+    info = current_dist()
+    rank, world = info.rank, info.world_size
+    if rank == 0:
+        out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16,
+                                        shape=(n, dataset.coco.num_joints, h, w))
+    if world > 1:
+        dist.barrier()
+    if rank > 0:
+        out = np.load(out_file, mmap_mode="r+")
+    centers, sizes = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
+    share = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
+    loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers)
+    model.eval()
+    for image, _, _, cue, meta in tqdm(loader, desc="infer", unit="batch", disable=rank > 0):
+        image = rt.images(image)
+        cue = rt.images(cue) if use_cue else None
+        with rt.autocast():
+            heat = model(image, cue)[-1].float()
+            mirrored = (model(image.flip(3), None if cue is None else cue.flip(3))[-1].float()
+                        if flip else None)
+        if mirrored is not None:
+            heat = (heat + flip_heatmaps_back(mirrored, dataset.flip_pairs)) * 0.5
+        idx = meta["index"].numpy()
+        out[idx] = heat.cpu().numpy().astype(np.float16)
+        centers[idx], sizes[idx] = meta["center"].numpy(), meta["size"].numpy()
+    out.flush()
+    if world > 1:  # every rank filled only its own rows (zeros elsewhere): the sum joins them
+        boxes = torch.from_numpy(np.concatenate([centers, sizes], axis=1)).to(rt.device)
+        dist.all_reduce(boxes)
+        joined = boxes.cpu().numpy()
+        centers, sizes = joined[:, :2], joined[:, 2:]
+    return centers, sizes
+
+
+@dataclass
+class InstanceSet:
+    """Instances to run, with counters a user should see (boxes dropped, cue fallbacks)."""
+
+    instances: list[Instance]
+    box_index: np.ndarray  # (N,) which input box each instance came from
+    stats: dict[str, int]
+
+
+def gt_box_instances(coco: CocoPersons) -> InstanceSet:
+    """One instance per GT person HRNet evaluates with GT boxes (labeled, not crowd), box
+    score 1, the cue left to the caller (``with_cues``)."""
+    insts = [Instance(a["image_id"], tuple(a["clean_bbox"]), 1.0)
+             for a in coco.training_persons()]
+    return InstanceSet(insts, np.arange(len(insts)), {"boxes": len(insts)})
+
+
+def box_instances(coco: CocoPersons, boxes: Sequence[dict[str, Any]], source: str,
+                  use_cues: bool) -> InstanceSet:
+    """Instances from COCO-style box records (``image_id``, ``bbox``, ``score``, optional
+    ``cues``: [[x, y, score], ...]), boxes clipped to their image (one entirely outside it is
+    dropped and counted). Boxes are filtered by score and size once, by the detect stage
+    (``detector.score_thr``, ``detector.min_box_size``). With ``use_cues`` a box yields one
+    instance per cue, or one at its center when it has none (counted as a fallback)."""
+    insts, index = [], []
+    stats = {"boxes_in": len(boxes), "boxes": 0, "dropped_outside": 0, "cue_fallbacks": 0}
+    for i, rec in enumerate(boxes):
+        if not isinstance(rec, dict) or rec.get("image_id") not in coco.images:
+            got = rec.get("image_id") if isinstance(rec, dict) else rec
+            raise DataError(f"{source}: entry {i} refers to unknown image id {got!r}")
+        bbox, score = rec.get("bbox"), rec.get("score", 1.0)
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise DataError(f"{source}: entry {i} needs a bbox [x, y, w, h], got {bbox!r}")
+        img = coco.images[rec["image_id"]]
+        box = clip_box(bbox, img["width"], img["height"])
+        if box is None:
+            stats["dropped_outside"] += 1
+            continue
+        stats["boxes"] += 1
+        cues = (rec.get("cues") or []) if use_cues else []
+        if use_cues and not cues:
+            stats["cue_fallbacks"] += 1
+        for cue in cues or [None]:
+            point = None if cue is None else (float(cue[0]), float(cue[1]))
+            insts.append(Instance(rec["image_id"], tuple(box), float(score), cue=point))
+            index.append(i)
+    return InstanceSet(insts, np.asarray(index, dtype=np.int64), stats)
+
+
+# --------------------------------------------------------------------------- one inference run
+
+def load_pose_model(model_dir: Path, device: str | torch.device = "cpu"
+                    ) -> tuple[HintPose, dict[str, Any]]:
+    """A pose model folder written by train@<model>: (network in eval mode, config)."""
+    return load_network(model_dir, HintPose.from_config, "pose model", "train", device)
+
+
+def inference_data_params(config: dict[str, Any]) -> PoseDataParams:
+    """The crop and cue settings a model was trained with (from its ``model.json``)."""
+    keys = ("input_width", "input_height", "sigma", "cue_sigma", "box_padding")
+    return PoseDataParams(**{k: config[k] for k in keys})
+
+
+def instance_index(instset: InstanceSet, centers: np.ndarray, sizes: np.ndarray) -> pd.DataFrame:
+    """The index of ``instset`` (INDEX_COLUMNS), one row per instance in heatmap order."""
+    rows, cue_count = [], defaultdict(int)
+    for inst, b in zip(instset.instances, instset.box_index.tolist(), strict=True):
+        if inst.cue is None:
+            cue_index, cue = -1, (np.nan, np.nan)
+        else:
+            cue_index, cue = cue_count[b], inst.cue
+            cue_count[b] += 1
+        rows.append((inst.image_id, b, cue_index, *inst.bbox, inst.score, *cue))
+    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS[:10]))
+    frame = frame.astype({"image_id": np.int64, "box_index": np.int64, "cue_index": np.int64})
+    crops = np.concatenate([centers, sizes], axis=1).reshape(-1, 4).astype(np.float64)
+    frame[list(INDEX_COLUMNS[10:])] = crops
+    return frame
+
+
+def run_inference(
+    model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
+    boxes: Sequence[dict[str, Any]], source: str, heatmap_file: Path, params: EvalParams,
+    rt: Runtime,
+) -> InferenceRun:
+    """Run ``model`` (with its ``model.json`` config) on ``boxes`` (records as
+    ``box_instances`` takes): heatmaps (flip-tested with ``params.flip_test``) to
+    ``heatmap_file``, then decode, rescoring and per-image OKS-NMS into COCO results. Inside a
+    process group every rank predicts its share, and only rank 0 decodes: the others return
+    an empty run."""
+    use_cue = bool(config["instance_cue"])
+    instset = box_instances(coco, boxes, source, use_cues=use_cue)
+    dataset = TopDownDataset(coco, instset.instances, inference_data_params(config), False)
+    start = time.perf_counter()
+    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
+                                      params.workers, use_cue, params.flip_test)
+    seconds = time.perf_counter() - start
+    if not current_dist().is_main:  # rank 0 decodes and writes; the file may move once it has
+        return InferenceRun(pd.DataFrame(columns=list(INDEX_COLUMNS)), [], {})
+    index = instance_index(instset, centers, sizes)
+    heat = np.load(heatmap_file, mmap_mode="r")
+    results = heatmaps_to_results(
+        lambda sl: heat[sl], len(index), centers, sizes, index["image_id"].to_numpy(),
+        index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
+        nms_thr=params.nms_thr, soft_nms=params.soft_nms)
+    stats = {**instset.stats, "instances": len(index), "results": len(results),
+             "seconds": round(seconds, 2),
+             "instances_per_second": round(len(index) / max(seconds, 1e-9), 2)}
+    return InferenceRun(index, results, stats)
