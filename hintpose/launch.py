@@ -16,7 +16,9 @@ decide to relaunch itself before it loads torch.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +28,8 @@ from collections.abc import Sequence
 
 __all__ = ["in_process_group", "launch_local", "threads_per_process"]
 
+#: Linux prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 #: Seconds between polls of the running processes.
 POLL_S = 0.2
 #: Seconds rank 0 may take to fail too after another rank failed (see launch_local).
@@ -75,8 +79,10 @@ def launch_local(procs: int, threads: int, argv: Sequence[str] | None = None) ->
     with contextlib.ExitStack() as stack:
         logs = [None] + [stack.enter_context(tempfile.TemporaryFile("w+b"))
                          for _ in range(1, procs)]
+        parent = os.getpid()
         children = [subprocess.Popen(cmd, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-                                     stderr=logs[r]) for r in range(procs)]
+                                     stderr=logs[r], preexec_fn=lambda: _die_with(parent))
+                    for r in range(procs)]
         try:
             rank, code = _wait_for_failure(children)
             if code == 0:
@@ -93,6 +99,19 @@ def launch_local(procs: int, threads: int, argv: Sequence[str] | None = None) ->
             return code
         finally:
             _stop(children)
+
+
+def _die_with(parent: int) -> None:
+    """In a child, before it runs: ask the kernel for SIGKILL when the launching process dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), so that a stage killed with ``kill -9`` (what DVC, a
+    CI runner or a closed terminal may do) takes its ranks with it instead of leaving them to
+    train on and write its outputs. Elsewhere the ranks stop when the launcher next polls."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
 
 
 def _wait_for_failure(children: Sequence[subprocess.Popen[bytes]]) -> tuple[int, int]:

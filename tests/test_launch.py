@@ -77,3 +77,41 @@ def test_bad_arguments() -> None:
         launch_local(1, 1, [sys.executable])
     with pytest.raises(ValueError, match="threads"):
         launch_local(2, 0, [sys.executable])
+
+
+def test_killing_the_launcher_kills_its_ranks(tmp_path: Path) -> None:
+    """``kill -9`` of a stage (DVC, a CI runner) must not leave its ranks training on."""
+    import os
+    import signal
+    import subprocess
+
+    script = tmp_path / "rank.py"
+    script.write_text("import os, sys, time\nfrom pathlib import Path\n"
+                      "Path(sys.argv[1], os.environ['RANK'] + '.pid').write_text(str(os.getpid()))\n"
+                      "time.sleep(120)\n")
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hintpose.launch import launch_local; "
+         f"sys.exit(launch_local(2, 1, [{str(script)!r}, {str(tmp_path)!r}]))"])
+    pids_files = [tmp_path / "0.pid", tmp_path / "1.pid"]
+    deadline = time.time() + 60
+    while not all(p.is_file() and p.read_text() for p in pids_files):
+        assert time.time() < deadline, "the ranks did not start"
+        time.sleep(0.1)
+    pids = [int(p.read_text()) for p in pids_files]
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        status = Path(f"/proc/{pid}/stat")
+        return not (status.is_file() and status.read_text().split()[2] == "Z")
+
+    assert all(alive(pid) for pid in pids)
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids), "a rank outlived its launcher"
