@@ -3,12 +3,14 @@
 With ``detector.checkpoint`` empty, the config in ``detector.config`` is trained from scratch on
 the train split through mmengine's Runner (person class only). With a checkpoint, the config's
 model is built, the weights are loaded into it strictly and the pair is recorded (path and
-SHA-256; the file is not copied). Either way ``<out>`` is a detector folder for ``detect``,
-and ``--log-dir`` the per-epoch dvclive log (empty for given weights).
+SHA-256; the file is not copied). Training resumes after the last epoch of a killed run from
+MMEngine's checkpoint in ``--checkpoints`` (removed once the detector is saved). Either way
+``<out>`` is a detector folder for ``detect``, and ``--log-dir`` the per-epoch dvclive log
+(empty for given weights).
 """
 
 import argparse
-import tempfile
+import shutil
 from pathlib import Path
 
 from hintpose.cli import run
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     ap.add_argument("--out", type=Path, required=True, help="detector folder to write")
+    ap.add_argument("--checkpoints", type=Path, default=Path("data/checkpoints/detector"),
+                    help="MMEngine's work folder: the last epoch's checkpoint, for resuming")
     ap.add_argument("--log-dir", type=Path, required=True, help="dvclive folder of the run")
     args = ap.parse_args()
     all_params = load_params(args.params)
@@ -51,15 +55,18 @@ def main() -> None:
         log: list[dict[str, float]] = []
     else:
         train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
-        with tempfile.TemporaryDirectory(prefix="hintpose-det-") as work:
-            result = train_detector(training_config(cfg, train, val, params, Path(work)),
-                                    all_params.runtime.threads)
+        result = train_detector(training_config(cfg, train, val, params, args.checkpoints),
+                                all_params.runtime.threads)
         record = {"weights": "trained", "config": params.config, "classes": ["person"],
                   "person_label": 0, "train_seconds": round(result.seconds, 1)}
         save_detector(args.out, result.config, record, result.model)
         log = result.log
-        print(f"trained the detector in {result.seconds:.0f} s")
+        print(f"trained the detector in {result.seconds:.0f} s"
+              + (" (resumed)" if result.resumed else ""))
     write_log(args.log_dir, log)
+    # A finished run's work folder would make the next run (say, after a code change) resume
+    # at its last epoch instead of training.
+    shutil.rmtree(args.checkpoints, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -178,7 +178,11 @@ def training_config(
     cfg.randomness = {"seed": params.seed, "deterministic": False, "diff_rank_seed": False}
     cfg.work_dir = str(work_dir)
     cfg.load_from = None
-    cfg.resume = False
+    # MMEngine's own resume: a checkpoint after every epoch (the last one kept) in work_dir,
+    # and a run that finds one there continues after its epoch (see train.train_detector).
+    cfg.resume = True
+    cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 1, "by_epoch": True,
+                                    "max_keep_ckpts": 1, "save_last": True}
     cfg.launcher = "none"
     return cfg
 
