@@ -2,14 +2,14 @@
 # `train_detector` stage: MMDetection's FCOS with a narrow ResNet-18 (16 base channels), an FPN
 # and a two-conv GN head, for one class, at half the synthetic images' size (160x128).
 #
-# Why this one (measured on this 2-core machine, see README "The detector"): from scratch,
+# Why this one (measured on this 2-core machine, see docs/sizing.md "The detector"): from scratch,
 # RTMDet-tiny reached box AP 0.04 after 12 minutes and a 0.25-wide RTMDet at 160x128 0.07 after
 # 18; even 600 iterations on 16 images took RTMDet to only 0.33 AP on those same images, FCOS
 # to 0.61. Nothing here is initialised from downloaded weights.
 #
 # Data paths, epochs, batch size, learning rate and seed come from params.yaml
-# (`detector.train`, filled in by hintpose.detection.training_config); the model and its data
-# pipeline live here. Any MMDetection 3.x config (e.g. mmdet's HTC) can take this file's place
+# (`detector.train`, filled in by hintpose.detection.config.training_config); the model and its
+# data pipeline live here. Any MMDetection 3.x config (e.g. mmdet's HTC) can take this file's place
 # through `detector.config` + `detector.checkpoint`.
 _base_ = 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'
 
