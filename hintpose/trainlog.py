@@ -1,5 +1,5 @@
 """Per-epoch training logs through dvclive, DVC's own logger: ``dvc plots`` and ``dvc exp show``
-read its folders natively (``<folder>/metrics.json``: the last epoch's figures;
+read its folders natively (``<folder>/metrics.json``: the latest value of each figure;
 ``<folder>/plots/metrics/<name>.tsv``: one curve per figure, ``step`` = epoch).
 
 A log is written once the run is complete (from the rows the engine kept, resumed epochs
@@ -53,6 +53,7 @@ def read_log(folder: str | Path, name: str = "training") -> pd.DataFrame:
     curves = sorted((Path(folder) / "plots" / "metrics").glob("*.tsv"))
     frame = pd.DataFrame({"epoch": pd.Series(dtype="int64")})
     for tsv in curves:
-        curve = pd.read_csv(tsv, sep="\t")[["step", tsv.stem]].rename(columns={"step": "epoch"})
+        curve = pd.read_csv(tsv, sep="\t", float_precision="round_trip")[["step", tsv.stem]]
+        curve = curve.rename(columns={"step": "epoch"})
         frame = frame.merge(curve, on="epoch", how="outer")
     return frame.sort_values("epoch", ignore_index=True)

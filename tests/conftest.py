@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real samples and small generated datasets."""
+"""Shared fixtures: the real annotation fixtures, the real photos, small generated datasets."""
 
 from __future__ import annotations
 
@@ -10,12 +10,26 @@ import pytest
 import hintpose  # noqa: F401  (first, so its OpenMP setting precedes torch's import)
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Real COCO / CrowdPose / OCHuman samples with their photos (about 1.6 MB, not in the
+#: repository): tests that decode the photos skip when it is absent.
 REALDATA = Path(os.environ.get("HINTPOSE_REALDATA", ROOT.parent / "shared" / "realdata"))
+#: The JSON files of those samples the tests read, kept with the tests (tests/data/realdata/
+#: SOURCES.md): tests that need no photo always run.
+ANNOTATIONS = Path(__file__).resolve().parent / "data" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def annotations() -> Path:
+    """The real annotation/prediction JSON fixtures in tests/data/realdata (always present)."""
+    assert ANNOTATIONS.is_dir(), f"{ANNOTATIONS}: test fixtures missing from the repository"
+    return ANNOTATIONS
 
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:
-    """The folder of real COCO / CrowdPose / OCHuman samples; skip when it is absent."""
+    """The folder of real COCO / CrowdPose / OCHuman samples with their photos; skip when it
+    is absent."""
     if not REALDATA.is_dir():
-        pytest.skip(f"real-data samples not found at {REALDATA} (set HINTPOSE_REALDATA)")
+        pytest.skip(f"real photos not found at {REALDATA} (the ../shared/realdata samples; set "
+                    "HINTPOSE_REALDATA to their folder)")
     return REALDATA

@@ -15,23 +15,23 @@ from hintpose.data.crowd import crowd_index
 from hintpose.errors import DataError
 
 
-def test_mmpose_coco_loads_with_images(realdata: Path) -> None:
-    coco = load_coco(realdata / "mmpose_coco/test_coco.json", realdata / "mmpose_coco", "decode")
+def test_mmpose_coco_annotations(annotations: Path) -> None:
+    # xtcocoapi's example_coco_val.json is byte-identical to mmpose's tests/data/coco/test_coco.json
+    coco = load_coco(annotations / "xtcocoapi/example_coco_val.json", annotations, "none")
     assert coco.num_joints == 17 and len(coco.images) == 4 and len(coco.annotations) == 14
     trainable = coco.training_persons()
     assert len(trainable) == 12  # the two num_keypoints == 0 persons are skipped, as in HRNet
     assert {a["id"] for a in coco.annotations} - {a["id"] for a in trainable} == {1202706, 508900}
 
 
-def test_ochuman_loads(realdata: Path) -> None:
-    coco = load_coco(realdata / "mmpose_ochuman/test_ochuman.json", realdata / "mmpose_ochuman",
-                     "decode")
-    assert coco.num_joints == 17 and len(coco.training_persons()) == 5
+def test_ochuman_annotations(annotations: Path) -> None:
+    coco = load_coco(annotations / "mmpose_ochuman/test_ochuman.json", annotations, "none")
+    assert coco.num_joints == 17 and len(coco.images) == 3
+    assert len(coco.training_persons()) == 5
 
 
-def test_crowdpose_fourteen_joints_no_area(realdata: Path) -> None:
-    coco = load_coco(realdata / "mmpose_crowdpose/test_crowdpose.json",
-                     realdata / "mmpose_crowdpose", "decode")
+def test_crowdpose_fourteen_joints_no_area(annotations: Path) -> None:
+    coco = load_coco(annotations / "mmpose_crowdpose/test_crowdpose.json", annotations, "none")
     assert coco.num_joints == 14 and len(coco.training_persons()) == 4
     assert all("area" not in a for a in coco.annotations)
     # our crowd index reproduces the values shipped with CrowdPose
@@ -39,14 +39,26 @@ def test_crowdpose_fourteen_joints_no_area(realdata: Path) -> None:
         assert crowd_index(coco.annotations_of(iid)) == pytest.approx(rec["crowdIndex"], abs=0.01)
 
 
-def test_crowdpose_val_crowd_index_matches(realdata: Path) -> None:
-    coco = load_coco(realdata / "xtcocoapi/example_crowdpose_val.json", realdata, "none")
+@pytest.mark.parametrize(("annotation_file", "persons"), [
+    ("mmpose_coco/test_coco.json", 12), ("mmpose_ochuman/test_ochuman.json", 5),
+    ("mmpose_crowdpose/test_crowdpose.json", 4)])
+def test_real_photos_decode(realdata: Path, annotation_file: str, persons: int) -> None:
+    """The same samples with their photos: every image decodes at the size its JSON says."""
+    folder = realdata / Path(annotation_file).parent
+    coco = load_coco(realdata / annotation_file, folder, "decode")
+    assert len(coco.training_persons()) == persons
+
+
+def test_crowdpose_val_crowd_index_matches(annotations: Path) -> None:
+    coco = load_coco(annotations / "xtcocoapi/example_crowdpose_val.json", annotations, "none")
+    assert len(coco.images) == 4
     for iid, rec in coco.images.items():
         assert crowd_index(coco.annotations_of(iid)) == pytest.approx(rec["crowdIndex"], abs=0.01)
 
 
-def test_crowd_region_kept_but_not_trained(realdata: Path) -> None:
-    coco = load_coco(realdata / "faster_coco_eval_keypoints/gt_dataset.json", realdata, "none")
+def test_crowd_region_kept_but_not_trained(annotations: Path) -> None:
+    coco = load_coco(annotations / "faster_coco_eval_keypoints/gt_dataset.json", annotations,
+                     "none")
     crowd = [a for a in coco.annotations if a["iscrowd"]]
     assert [a["id"] for a in crowd] == [900100139099]
     assert all(not a["iscrowd"] and a["num_keypoints"] > 0 for a in coco.training_persons())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hintpose.codec import decode
+from hintpose.topdown.codec import decode
 
 CENTER = np.array([[100.0, 200.0]])
 SIZE = np.array([[48.0, 64.0]])  # 4 image pixels per heatmap pixel on a 12 x 16 map
@@ -46,3 +46,13 @@ def test_batch_shapes() -> None:
     hm = np.random.default_rng(0).random((5, 17, 16, 12)).astype(np.float32)
     coords, maxvals = decode(hm, np.tile(CENTER, (5, 1)), np.tile(SIZE, (5, 1)))
     assert coords.shape == (5, 17, 2) and maxvals.shape == (5, 17, 1)
+
+
+def test_old_path_re_exports_the_codec() -> None:
+    """hintpose.codec stays a public path (DESIGN.md) for the same functions."""
+    import hintpose.codec
+    import hintpose.topdown.codec
+
+    assert hintpose.codec.decode is decode
+    assert hintpose.codec.HeatmapCodec is hintpose.topdown.codec.HeatmapCodec
+    assert hintpose.codec.cue_map is hintpose.topdown.codec.cue_map

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hintpose.config import Params, load_params
+from hintpose.config import ModelParams, Params, load_params
 from hintpose.errors import ConfigError
+from hintpose.settings import build, field_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +20,67 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
+def leaf_paths(data: dict, prefix: str = "") -> set[str]:
+    """Dotted key paths of the leaves of a YAML mapping (``models`` left as one key)."""
+    out: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path != "models":
+            out |= leaf_paths(value, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
 @pytest.mark.parametrize("name", ["params.yaml", "params.smoke.yaml"])
 def test_shipped_params_load(name: str) -> None:
+    """Each shipped file loads, and what is loaded is what the file says."""
+    raw = yaml.safe_load((ROOT / name).read_text())
     params = load_params(ROOT / name)
-    assert isinstance(params, Params)
+    assert type(params) is Params
+    assert params.runtime.procs == raw["runtime"]["procs"]
+    assert params.pose.width == raw["pose"]["width"]
+    assert list(params.pose.modules) == raw["pose"]["modules"]
+    assert params.pose.train.lr == pytest.approx(raw["pose"]["train"]["lr"])
+    assert list(params.ensemble.members) == raw["ensemble"]["members"]
+    assert set(params.models) == set(raw["models"])
+    for name_, entry in raw["models"].items():
+        assert params.models[name_] == ModelParams(**entry)
+    assert params.dataset.synthetic.person_height_max == pytest.approx(
+        raw["dataset"]["synthetic"]["person_height_max"])
+
+
+def test_params_yaml_lists_every_settings_key_and_no_other() -> None:
+    """params.yaml is the complete, documented list of settings: every leaf field of Params
+    appears in it, and it has no key Params does not know. ``models`` is a mapping of model
+    entries: each entry lists every ModelParams field."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    in_file = leaf_paths(raw)
+    known = field_paths(Params)
+    assert "models" in known and "runtime.device" in known and "pose.data.sigma" in known
+    assert not known - in_file, f"settings missing from params.yaml: {sorted(known - in_file)}"
+    assert not in_file - known, f"unknown keys in params.yaml: {sorted(in_file - known)}"
+    model_keys = field_paths(ModelParams)
+    assert raw["models"], "params.yaml lists no model"
+    for name, entry in raw["models"].items():
+        assert set(entry) == model_keys, f"models.{name}: keys {sorted(entry)}"
+
+
+def test_dataclass_defaults_equal_params_yaml() -> None:
+    """A params file may leave out any key: the defaults are the committed values."""
+    defaults = build(Params, {})
+    shipped = load_params(ROOT / "params.yaml")
+    for section in ("runtime", "dataset", "detector", "pose", "models", "eval", "multiposenet",
+                    "cues", "ensemble", "posefix"):  # one section at a time: a clear diff
+        assert getattr(defaults, section) == getattr(shipped, section), section
+    assert defaults == shipped
 
 
 def test_defaults_fill_missing_keys(tmp_path: Path) -> None:
-    params = load_params(write(tmp_path, {"pose": {"data": {"sigma": 3}}}))
-    assert params.pose.data.sigma == 3.0 and isinstance(params.pose.data.sigma, float)
-    assert params.pose.data.input_width == 96
+    params = load_params(write(tmp_path, {"pose": {"data": {"sigma": 5}}}))
+    assert params.pose.data.sigma == 5.0 and type(params.pose.data.sigma) is float
+    assert params.pose.data.input_width == 72 and params.pose.data.input_height == 96
+    assert params.pose.width == 16 and params.runtime.device == "auto"
 
 
 @pytest.mark.parametrize(
@@ -84,16 +136,39 @@ def test_models_section(tmp_path: Path) -> None:
 
 def test_eval_section(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, {}))
-    assert params.eval.min_box_size == 32 and params.eval.nms_thr == 0.9
-    assert params.eval.in_vis_thr == 0.2 and not params.eval.soft_nms
-    assert params.eval.flip_test  # HRNet's default; the shipped 30-minute preset turns it off
-    shipped = load_params(ROOT / "params.yaml").eval
-    assert shipped.min_box_size == 32 and not shipped.flip_test
+    assert params.eval.nms_thr == 0.9 and params.eval.in_vis_thr == 0.2
+    assert not params.eval.soft_nms
+    assert not params.eval.flip_test  # off in the 30-minute default (HRNet's is on)
+    assert load_params(write(tmp_path, {"eval": {"flip_test": True}})).eval.flip_test
+    # The one box filter is the detector's (detect writes only the boxes that pass it).
+    assert params.detector.min_box_size == 32 and params.detector.score_thr == 0.2
     with pytest.raises(ConfigError, match="params.yaml: eval.nms_thr must be > 0, got 0.0"):
         load_params(write(tmp_path, {"eval": {"nms_thr": 0}}))
-    with pytest.raises(ConfigError, match="params.yaml: eval.score_thr must be <= 1, got 2.0"):
-        load_params(write(tmp_path, {"eval": {"score_thr": 2}}))
+    for gone in ("min_box_size", "score_thr", "procs", "threads"):
+        with pytest.raises(ConfigError, match=f"params.yaml: eval.{gone} is not a known key"):
+            load_params(write(tmp_path, {"eval": {gone: 1}}))
+    with pytest.raises(ConfigError, match="params.yaml: detector.score_thr must be <= 1, got 2.0"):
+        load_params(write(tmp_path, {"detector": {"score_thr": 2}}))
     with pytest.raises(ConfigError, match="params.yaml: eval.soft_nms must be true or false"):
         load_params(write(tmp_path, {"eval": {"soft_nms": "yes"}}))
     with pytest.raises(ConfigError, match="params.yaml: eval.batch_size must be >= 1"):
         load_params(write(tmp_path, {"eval": {"batch_size": 0}}))
+
+
+def test_runtime_section(tmp_path: Path) -> None:
+    """One ``runtime`` section for every network replaces the per-section device, bf16,
+    channels_last, procs and threads keys."""
+    params = load_params(write(tmp_path, {"runtime": {"device": "cpu", "procs": 1}}))
+    assert params.runtime.device == "cpu" and params.runtime.procs == 1
+    assert params.runtime.bf16 and params.runtime.channels_last and params.runtime.threads == 0
+    with pytest.raises(ConfigError, match="params.yaml: runtime.device must be one of 'auto'"):
+        load_params(write(tmp_path, {"runtime": {"device": "tpu"}}))
+    with pytest.raises(ConfigError, match="params.yaml: runtime.procs must be >= 1, got 0"):
+        load_params(write(tmp_path, {"runtime": {"procs": 0}}))
+    for old in ({"pose": {"device": "cpu"}}, {"detector": {"device": "cpu"}},
+                {"multiposenet": {"device": "cpu"}}, {"posefix": {"device": "cpu"}},
+                {"pose": {"train": {"bf16": False}}}, {"pose": {"train": {"procs": 2}}},
+                {"multiposenet": {"train": {"threads": 1}}}):
+        section = next(iter(old))
+        with pytest.raises(ConfigError, match=f"params.yaml: {section}.* is not a known key"):
+            load_params(write(tmp_path, old))

@@ -9,19 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from hintpose.config import (
-    DatasetParams,
-    EvalParams,
-    ModelParams,
-    PoseDataParams,
-    PoseParams,
-)
-from hintpose.cue_probe import crowded_pairs, follow_stats, probe_instances, run_cue_probe
+from hintpose.config import EvalParams, ModelParams, PoseDataParams, PoseParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou
+from hintpose.data.params import DatasetParams, SyntheticConfig
 from hintpose.data.prepare import prepare_dataset
-from hintpose.data.synthetic import SyntheticConfig
-from hintpose.training import build_model, model_config
+from hintpose.models.hintpose import HintPose
+from hintpose.runtime import Runtime
+from hintpose.topdown.cue_probe import crowded_pairs, follow_stats, probe_instances, run_cue_probe
+from hintpose.topdown.training import model_config
+
+CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +74,8 @@ def test_untrained_cue_model_scores_as_its_backbone(val: CocoPersons, tmp_path: 
     for cue in (False, True):
         config = model_config(pose, ModelParams(cue, False, 1), val)
         torch.manual_seed(0)
-        model = build_model(config)
-        stats[cue] = run_cue_probe(model, config, val, tmp_path / f"{cue}.npy", params,
-                                   torch.device("cpu"), False, False)
+        model = HintPose.from_config(config)
+        stats[cue] = run_cue_probe(model, config, val, tmp_path / f"{cue}.npy", params, CPU)
     assert stats[False]["pairs"] == 5 and 0.0 <= stats[False]["follow_rate"] <= 1.0
     assert stats[True] == stats[False]
 
@@ -92,7 +89,7 @@ def test_no_crowded_pairs_no_probe_file(tmp_path: Path) -> None:
                           progress=False)["val"]
     pose = PoseParams(width=4, data=PoseDataParams(input_width=48, input_height=64))
     config = model_config(pose, ModelParams(True, False, 1), val)
-    stats = run_cue_probe(build_model(config), config, val, tmp_path / "probe.npy",
-                          EvalParams(flip_test=False), torch.device("cpu"), False, False)
+    stats = run_cue_probe(HintPose.from_config(config), config, val, tmp_path / "probe.npy",
+                          EvalParams(flip_test=False), CPU)
     assert stats == {"pairs": 0, "oks_own": 0.0, "oks_other": 0.0, "follow_rate": 0.0}
     assert not (tmp_path / "probe.npy").exists()

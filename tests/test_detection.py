@@ -12,26 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from hintpose.config import DatasetParams, DetectorParams, DetectorTrainParams
+from hintpose.config import DetectorParams, DetectorTrainParams
 from hintpose.data.coco import load_coco
+from hintpose.data.params import DatasetParams, SyntheticConfig
 from hintpose.data.prepare import prepare_dataset
-from hintpose.data.synthetic import SyntheticConfig
-from hintpose.detection import (
+from hintpose.detection.config import (
     build_model,
     class_names,
-    coco_box_eval,
-    detect_images,
     load_config,
     load_detector,
     person_label,
     read_checkpoint,
     require_mmdet,
     save_detector,
-    train_detector,
     training_config,
-    write_detector_log,
 )
+from hintpose.detection.detect import coco_box_eval, detect_images
+from hintpose.detection.train import train_detector
 from hintpose.errors import ConfigError, DataError
+from hintpose.trainlog import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
 HTC = "htc/htc_x101-64x4d-dconv-c3-c5_fpn_ms-400-1400-16xb1-20e_coco.py"
@@ -76,9 +75,10 @@ def test_training_logs_each_epoch_and_saves_loadable_weights(trained, tmp_path: 
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_AP"]) for r in result.log)
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     assert state.keys() == result.model.state_dict().keys()
-    write_detector_log(tmp_path / "log.tsv", result.log)
-    header = (tmp_path / "log.tsv").read_text().splitlines()[0].split("\t")
-    assert header[:2] == ["epoch", "loss"] and "val_AP" in header
+    write_log(tmp_path / "log", result.log)  # what the train_detector stage writes
+    log = read_log(tmp_path / "log")
+    assert log["epoch"].tolist() == [1, 2] and {"loss", "val_AP", "val_AP50"} <= set(log.columns)
+    assert log["loss"].tolist() == pytest.approx([r["loss"] for r in result.log])
 
 
 def test_detections_are_valid_coco_results(trained, dataset) -> None:
@@ -201,7 +201,33 @@ def test_detect_stage_refuses_an_empty_result(trained, dataset, tmp_path: Path) 
     proc = subprocess.run(
         [sys.executable, str(ROOT / "stages/detect.py"), "--params", str(params),
          "--dataset", str(ds_dir), "--detector", str(trained[0]), "--out", str(out),
-         "--metrics", str(tmp_path / "m.json")], capture_output=True, text=True, cwd=ROOT)
+         "--metrics", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json")],
+        capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert "error: the detector found no person in any of the 4 val images" in proc.stderr
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "m.json").exists()
+
+
+def test_detect_stage_writes_the_filtered_boxes_headline_and_details(trained, dataset,
+                                                                     tmp_path: Path) -> None:
+    """detect applies the pipeline's one box filter (detector.score_thr, min_box_size); the
+    registered metrics are box AP and AR only, the rest goes to --details."""
+    ds_dir = dataset["val"].annotation_file.parents[1]
+    params = tmp_path / "params.yaml"
+    params.write_text("detector:\n  score_thr: 0.0\n  min_box_size: 12\nruntime:\n  device: cpu\n")
+    out, metrics, details = tmp_path / "val.json", tmp_path / "m.json", tmp_path / "d.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages/detect.py"), "--params", str(params),
+         "--dataset", str(ds_dir), "--detector", str(trained[0]), "--out", str(out),
+         "--metrics", str(metrics), "--details", str(details)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dets = json.loads(out.read_text())
+    assert dets and all(min(d["bbox"][2:]) >= 12 and d["score"] >= 0.0 for d in dets)
+    info = json.loads(details.read_text())
+    assert info["images"] == 4 and info["detections_per_image"] == pytest.approx(
+        len(dets) / 4, abs=1e-3)
+    assert info["all_persons"] == pytest.approx(coco_box_eval(dataset["val"].data, dets))
+    assert "persons_min12px" in info
+    assert json.loads(metrics.read_text()) == {"box_AP": round(info["all_persons"]["AP"], 4),
+                                               "box_AR": round(info["all_persons"]["AR"], 4)}

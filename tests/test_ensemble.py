@@ -14,14 +14,8 @@ import pytest
 import torch
 import yaml
 
-from hintpose.config import (
-    DatasetParams,
-    EnsembleParams,
-    EvalParams,
-    ModelParams,
-    PoseDataParams,
-    PoseParams,
-)
+from hintpose.config import EnsembleParams, EvalParams, ModelParams, PoseDataParams, PoseParams
+from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
 from hintpose.ensemble import (
     AveragedHeatmaps,
@@ -33,15 +27,12 @@ from hintpose.ensemble import (
     run_ensemble,
 )
 from hintpose.errors import ConfigError, DataError
-from hintpose.inference import (
-    INDEX_COLUMNS,
-    cues_inside,
-    gt_boxes,
-    inference_files,
-    run_inference,
-    with_cues,
-)
-from hintpose.training import build_model, model_config
+from hintpose.models.hintpose import HintPose
+from hintpose.runtime import Runtime
+from hintpose.topdown.boxes import cues_inside, gt_boxes, with_cues
+from hintpose.topdown.inference import run_inference
+from hintpose.topdown.outputs import INDEX_COLUMNS, inference_files
+from hintpose.topdown.training import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (17, 8, 6)
@@ -168,12 +159,12 @@ def infer_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, ic in (("ic_a", True), ("rr_a", False)):
         config = model_config(pose, ModelParams(ic, False, 1), val)
         torch.manual_seed(0)
-        net = build_model(config).eval()
+        net = HintPose.from_config(config).eval()
         files = inference_files(root / "infer" / name, "det")
         files["heatmaps"].parent.mkdir(parents=True)
         out = run_inference(net, config, val, boxes, "GT boxes", files["heatmaps"],
-                            EvalParams(batch_size=16, workers=0), torch.device("cpu"), False,
-                            False, filter_boxes=False)
+                            EvalParams(batch_size=16, workers=0, flip_test=True),
+                            Runtime(torch.device("cpu")))
         out.index.to_csv(files["index"], index=False)
         files["results"].write_text(json.dumps(out.results) + "\n")
     return root
@@ -199,18 +190,18 @@ def test_stage_writes_a_scorable_folder(infer_outputs: Path, tmp_path: Path,
             det, gt = inference_files(folder / name, "det"), inference_files(folder / name, mode)
             for key in ("heatmaps", "index"):
                 gt[key].write_bytes(det[key].read_bytes())
-    out, metrics = tmp_path / "ensemble", tmp_path / "metrics" / "ensemble.json"
+    out, details = tmp_path / "ensemble", tmp_path / "metrics" / "ensemble.json"
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
     argv = ["ensemble.py", "--params", str(tmp_path / "params.yaml"), "--dataset",
             str(infer_outputs / "dataset"), "--infer", str(folder), "--out", str(out),
-            "--metrics", str(metrics)]
+            "--details", str(details)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / "stages" / "ensemble.py"), run_name="__main__")
     assert sorted(p.name for p in out.iterdir()) == [
         "ensemble.json", "instances_det.csv", "instances_gt.csv", "results_det.json",
         "results_gt.json"]
-    stats = json.loads(metrics.read_text())
+    stats = json.loads(details.read_text())
     cue_rows = len(pd.read_csv(inference_files(folder / "ic_a", "det")["index"]))
     assert stats["det"]["instances"] == cue_rows and stats["det"]["broadcast_per_box"] == 1
     settings = json.loads((out / "ensemble.json").read_text())

@@ -15,18 +15,13 @@ import pytest
 import torch
 import yaml
 
-from hintpose.config import DatasetParams, ModelParams, PoseDataParams, PoseParams
+from hintpose.config import ModelParams, PoseDataParams, PoseParams
+from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
 from hintpose.errors import DataError
-from hintpose.inference import (
-    INDEX_COLUMNS,
-    cues_inside,
-    inference_files,
-    read_boxes,
-    read_cues,
-    read_instance_index,
-)
-from hintpose.results import (
+from hintpose.models.folder import save_network
+from hintpose.models.hintpose import HintPose
+from hintpose.scoring.results import (
     RESULT_COLUMNS,
     TABLE_ROWS,
     format_cell,
@@ -35,7 +30,9 @@ from hintpose.results import (
     report_table,
     results_frame,
 )
-from hintpose.training import build_model, model_config, save_pose_model
+from hintpose.topdown.boxes import cues_inside, read_boxes, read_cues
+from hintpose.topdown.outputs import INDEX_COLUMNS, inference_files, read_instance_index
+from hintpose.topdown.training import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"baseline": (False, False), "ic_a": (True, False), "ic_b": (True, False),
@@ -53,7 +50,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ic, rr = MODELS[name]
         config = {"name": name, **model_config(pose, ModelParams(ic, rr, 1), val)}
         torch.manual_seed(0)
-        save_pose_model(root / "models" / name, build_model(config), config)
+        save_network(root / "models" / name, HintPose.from_config(config), config)
     rng = np.random.default_rng(0)
     dets = []
     for ann in val.training_persons():
@@ -61,8 +58,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dets.append({"image_id": ann["image_id"], "category_id": 1,
                      "bbox": [x + rng.normal(0, 2), y + rng.normal(0, 2), w, h],
                      "score": float(rng.uniform(0.3, 1.0))})
+    # narrower than detector.min_box_size: the detect stage would not write it; infer keeps
+    # every box it is given
     dets.append({"image_id": dets[0]["image_id"], "category_id": 1, "bbox": [5, 5, 20, 60],
-                 "score": 0.9})  # narrower than 32: dropped
+                 "score": 0.9})
     (root / "det.json").write_text(json.dumps(dets))
     cues = []
     for i, d in enumerate(dets):  # 0, 1 or 2 cues per box
@@ -73,10 +72,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
     params["models"] = {k: {"instance_cue": ic, "recurrent": rr, "seed": 1}
                         for k, (ic, rr) in MODELS.items()}
-    # One thread: tiny models gain nothing from two, and stall badly when the cores are busy.
-    params["pose"]["train"].update(threads=1, channels_last=False, bf16=False)
-    params["pose"]["device"] = "cpu"
-    params["eval"].update(procs=1, threads=1)  # in this process (two: see the test below)
+    # One thread: tiny models gain nothing from two, and stall badly when the cores are busy;
+    # one process: the stage runs in this process (two: see the test below).
+    params["runtime"].update(device="cpu", bf16=False, channels_last=False, procs=1, threads=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -90,7 +88,7 @@ def run_stage(script: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> 
 def infer_args(work: Path, model: str, *extra: str) -> list[str]:
     return ["--params", str(work / "params.yaml"), "--model-dir", str(work / "models" / model),
             "--dataset", str(work / "dataset"), "--detections", str(work / "det.json"),
-            "--out", str(work / "infer" / model), "--metrics",
+            "--out", str(work / "infer" / model), "--details",
             str(work / "metrics" / f"{model}.json"), *extra]
 
 
@@ -111,8 +109,9 @@ def test_infer_writes_consistent_heatmaps_index_and_results(work: Path, monkeypa
     out = work / "infer" / "baseline"
     metrics = json.loads((work / "metrics" / "baseline.json").read_text())
     dets = json.loads((work / "det.json").read_text())
-    small = sum(min(d["bbox"][2:]) < 32 for d in dets)
-    assert metrics["det"]["boxes_in"] == len(dets) and metrics["det"]["dropped_small"] == small
+    assert any(min(d["bbox"][2:]) < 32 for d in dets)  # a small box, kept: no second filter
+    assert metrics["det"]["boxes_in"] == metrics["det"]["boxes"] == len(dets)
+    assert metrics["det"]["dropped_outside"] == 0
     assert metrics["det"]["cue_fallbacks"] == 0  # no cue input: nothing to fall back from
     for boxes in ("det", "gt"):
         files = inference_files(out, boxes)
@@ -130,7 +129,11 @@ def test_infer_writes_consistent_heatmaps_index_and_results(work: Path, monkeypa
     gt = read_instance_index(inference_files(out, "gt")["index"])
     assert (gt["box_score"] == 1.0).all() and len(gt) == len(dets) - 1
     assert not (work / "infer" / "baseline.partial").exists()
-    assert json.loads((out / "infer.json").read_text())["model"]["name"] == "baseline"
+    record = json.loads((out / "infer.json").read_text())
+    assert record["model"]["name"] == "baseline" and record["device"] == "cpu"
+    # the counts and the cue probe are in the output folder too (score reads the probe there)
+    assert {k: record[k] for k in metrics} == metrics
+    assert set(metrics) == {"instance_cue", "recurrent", "cues_file", "det", "gt", "cue_probe"}
 
 
 def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkeypatch) -> None:
@@ -160,16 +163,16 @@ def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkey
 
 
 def test_two_processes_write_what_one_writes(work: Path, tmp_path: Path, monkeypatch) -> None:
-    """eval.procs 2: the stage reruns itself as two processes that split the boxes; the
+    """runtime.procs 2: the stage reruns itself as two processes that split the boxes; the
     files match a one-process run's."""
     args = infer_args(work, "ic_a", "--cues", str(work / "cues.json"))
     run_stage("infer.py", args, monkeypatch)
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["eval"].update(procs=2, threads=1)
+    params["runtime"].update(procs=2, threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     two = [*args[2:], "--params", str(tmp_path / "params.yaml")]
     two[two.index("--out") + 1] = str(tmp_path / "ic_a")
-    two[two.index("--metrics") + 1] = str(tmp_path / "ic_a.json")
+    two[two.index("--details") + 1] = str(tmp_path / "ic_a.json")
     proc = subprocess.run([sys.executable, str(ROOT / "stages/infer.py"), *two], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -207,7 +210,8 @@ def test_cues_inside_boxes() -> None:
          "det.json: entry 0 needs a bbox of 4 finite numbers"),
         ('[{"image_id": 1, "bbox": [0, 0, 50, NaN], "score": 1}]',
          "det.json: entry 0 needs a bbox of 4 finite numbers"),
-        ('[{"image_id": 1, "bbox": [0, 0, 50, 50]}]', "det.json: entry 0 needs a finite number"),
+        ('[{"image_id": 1, "bbox": [0, 0, 50, 50]}]',
+         "det.json: entry 0 needs a finite score, got None"),
         ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 50, 50], "score": 1}]',
          "det.json: entry 0 has category_id 3"),
     ],
@@ -275,9 +279,15 @@ def fake_results(work: Path, noise: float, seed: int) -> list[dict]:
     return out
 
 
+#: The cue probe's follow rate each fake model's infer.json reports (none for the baseline:
+#: a probe without pairs).
+FOLLOW = {"ic_a": 0.25, "ic_b": 0.5, "rr_a": 0.125, "icrr_a": 0.75}
+
+
 @pytest.fixture(scope="module")
 def scored(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The score stage over fake result sets of every model and an ensemble."""
+    """The score stage over fake result sets (and infer.json records) of every model and an
+    ensemble."""
     root = tmp_path_factory.mktemp("score")
     for i, name in enumerate([*MODELS, "ensemble"]):
         for j, boxes in enumerate(("det", "gt")):
@@ -285,8 +295,14 @@ def scored(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             path = inference_files(folder, boxes)["results"]
             path.write_text(json.dumps(fake_results(work, 1.0 + i + j, i)))
+        if name in MODELS:
+            pairs = 10 if name in FOLLOW else 0
+            probe = {"pairs": pairs, "oks_own": 0.5, "oks_other": 0.4,
+                     "follow_rate": FOLLOW.get(name, 0.0)}
+            (root / f"infer/{name}/infer.json").write_text(json.dumps({"cue_probe": probe}))
     args = ["--params", str(work / "params.yaml"), "--dataset", str(work / "dataset"),
             "--infer", str(root / "infer"), "--results", f"ensemble={root / 'ensemble'}",
+            "--summary", str(root / "metrics/summary.json"),
             "--scores", str(root / "metrics/scores"), "--csv", str(root / "metrics/results.csv"),
             "--table", str(root / "metrics/results_table"),
             "--crowd-plot", str(root / "metrics/plots/ap_by_crowd")]
@@ -314,6 +330,30 @@ def test_score_writes_results_csv_metrics_and_plot(scored: Path) -> None:
     crowd = pd.read_csv(scored / "metrics/plots/ap_by_crowd.csv")
     assert list(crowd.columns) == ["label", "name", "boxes", "crowd", "AP"]
     assert (scored / "metrics/plots/ap_by_crowd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_summary_holds_the_headline_figures(scored: Path) -> None:
+    """metrics/summary.json (the registered metrics): AP and hard-crowd AP in percent per table
+    row and box mode (the mean over the row's models), and the cue probe's follow rate per
+    method (models whose probe had pairs)."""
+    summary = json.loads((scored / "metrics/summary.json").read_text())
+    assert set(summary) == {"AP", "follow_rate"}
+    results = pd.read_csv(scored / "metrics/results.csv").set_index(["name", "boxes"])
+    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ensemble"}  # no PoseFix run
+    for boxes in ("det", "gt"):
+        assert summary["AP"]["baseline"][boxes] == pytest.approx(
+            round(100 * results.loc[("baseline", boxes), "AP"], 2))
+        ic = [results.loc[(m, boxes), "AP"] for m in ("ic_a", "ic_b")]
+        assert summary["AP"]["ic"][boxes] == pytest.approx(round(100 * np.mean(ic), 2))
+        assert summary["AP"]["ensemble"][boxes] == pytest.approx(
+            round(100 * results.loc[("ensemble", boxes), "AP"], 2))
+        hard = results.loc[("icrr_a", boxes), "AP_hard"]
+        if np.isfinite(hard):
+            assert summary["AP"]["icrr"][f"{boxes}_hard"] == pytest.approx(round(100 * hard, 2))
+        else:
+            assert f"{boxes}_hard" not in summary["AP"]["icrr"]
+    assert summary["follow_rate"] == {"ic": pytest.approx(0.375), "rr": pytest.approx(0.125),
+                                      "icrr": pytest.approx(0.75)}
 
 
 def test_score_table_rows_and_mean_spread(scored: Path) -> None:

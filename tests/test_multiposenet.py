@@ -9,42 +9,37 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torchvision
 import yaml
 
-from hintpose.bottomup import (
-    CHECKPOINT,
-    LOG_COLUMNS,
-    BottomUpCodec,
-    BottomUpDataset,
-    StepSettings,
-    build_codec,
-    build_model,
-    load_model,
-    make_loader,
-    model_config,
-    save_model,
-    train_multiposenet,
-    validation_loss,
-    write_log_tsv,
-)
-from hintpose.config import DatasetParams, MultiPoseNetParams, MultiPoseNetTrainParams
+from hintpose.bottomup.cues import load_model
+from hintpose.bottomup.targets import BottomUpCodec, BottomUpDataset, build_codec
+from hintpose.bottomup.training import BottomUpTask, model_config, train_multiposenet
+from hintpose.config import MultiPoseNetParams, MultiPoseNetTrainParams
 from hintpose.data.coco import CocoPersons
+from hintpose.data.params import DatasetParams, SyntheticConfig
 from hintpose.data.prepare import prepare_dataset
-from hintpose.data.synthetic import SyntheticConfig
-from hintpose.data.topdown import transform_points
+from hintpose.data.transforms import transform_points
+from hintpose.engine import CHECKPOINT
 from hintpose.errors import DataError
-from hintpose.models.multiposenet import MultiPoseNet, ResNetTrunk, multiposenet_loss
+from hintpose.models.folder import save_network
+from hintpose.models.multiposenet import MultiPoseNet, multiposenet_loss
+from hintpose.models.resnet import ResNetTrunk
+from hintpose.runtime import Runtime
+from hintpose.trainlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A network and schedule small enough for seconds on a CPU.
 TINY = MultiPoseNetParams(
     depth=10, width=8, fpn_channels=16, head_channels=16, input_width=96, input_height=64,
     sigma=1.5, train=MultiPoseNetTrainParams(epochs=3, batch_size=4, lr=3e-3, val_images=4,
-                                             workers=0, threads=1, lr_steps=(0.9,)))
+                                             workers=0, lr_steps=(0.9,)))
+#: fp32, channels_last (the trunk of TINY is wide enough for it on a CPU).
+CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=True)
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_final", "val_loss", "val_loss_final",
+               "seconds", "img_s"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +77,7 @@ def test_depth_and_width_set_the_trunk(depth: int, width: int, channels: list[in
 
 def test_outputs_and_intermediate_supervision() -> None:
     net = MultiPoseNet(10, 8, num_joints=17, fpn_channels=16, head_channels=8)
+    assert type(net.backbone) is ResNetTrunk  # the one trunk PoseFix uses too
     maps, levels = net(torch.randn(2, 3, 64, 96))
     assert maps.shape == (2, 18, 16, 24)
     assert [tuple(lv.shape) for lv in levels] == [(2, 18, 16 // s, 24 // s) for s in (1, 2, 4, 8)]
@@ -166,7 +162,7 @@ def test_samples_put_peaks_on_the_joints(dataset: tuple[Path, dict[str, CocoPers
 
 
 def test_flip_augmentation_swaps_sides(dataset: tuple[Path, dict[str, CocoPersons]]) -> None:
-    from hintpose.bottomup import Augmentation
+    from hintpose.bottomup.targets import Augmentation
 
     coco = dataset[1]["val"]
     codec = build_codec(model_config(TINY, coco))
@@ -193,7 +189,7 @@ def test_flip_augmentation_swaps_sides(dataset: tuple[Path, dict[str, CocoPerson
 
 
 def ds_pairs(coco: CocoPersons) -> list[tuple[int, int]]:
-    from hintpose.data.topdown import flip_pairs_from_names
+    from hintpose.data.transforms import flip_pairs_from_names
 
     return flip_pairs_from_names(coco.category["keypoints"])
 
@@ -205,14 +201,18 @@ def test_training_lowers_the_loss_and_resumes_exactly(
         dataset: tuple[Path, dict[str, CocoPersons]], tmp_path: Path) -> None:
     train, val = dataset[1]["train"], dataset[1]["val"]
     torch.manual_seed(TINY.seed)
-    untrained = build_model(model_config(TINY, train))
-    ds = BottomUpDataset(val, sorted(val.images), build_codec(model_config(TINY, train)))
-    steps = StepSettings(torch.device("cpu"), False, True)
-    before = validation_loss(untrained, make_loader(ds, range(len(ds)), 4, 0), steps)[0]
+    config = model_config(TINY, train)
+    untrained = MultiPoseNet.from_config(config)
+    task = BottomUpTask(train, val, sorted(train.images), TINY, config, CPU)
+    before = task.validate(untrained)
+    assert before["val_loss"] > before["val_loss_final"] > 0
 
-    full = train_multiposenet(train, val, TINY, tmp_path / "a", progress=False)
+    full = train_multiposenet(train, val, TINY, CPU, tmp_path / "a" / CHECKPOINT,
+                              progress=False)
     assert [r["epoch"] for r in full.log] == [1, 2, 3]
-    assert full.log[-1]["val_loss"] < 0.8 * before
+    assert all(list(r) == LOG_COLUMNS for r in full.log)
+    assert [r["lr"] for r in full.log] == pytest.approx([3e-3, 3e-3, 3e-3])  # step at 0.9 * 3
+    assert full.log[-1]["val_loss"] < 0.8 * before["val_loss"]
     assert full.log[-1]["train_loss"] < full.log[0]["train_loss"]
 
     class Killed(Exception):
@@ -222,17 +222,20 @@ def test_training_lowers_the_loss_and_resumes_exactly(
         if epoch == 1:
             raise Killed
 
+    cut = tmp_path / "b" / CHECKPOINT
     with pytest.raises(Killed):
-        train_multiposenet(train, val, TINY, tmp_path / "b", progress=False,
+        train_multiposenet(train, val, TINY, CPU, cut, progress=False,
                            on_epoch_end=kill_after_two)
-    resumed = train_multiposenet(train, val, TINY, tmp_path / "b", progress=False)
-    assert resumed.resumed_epochs == 2
+    resumed = train_multiposenet(train, val, TINY, CPU, cut, progress=False)
+    assert resumed.resumed_epochs == 2 and len(resumed.log) == 3
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(),
                          strict=True):
         assert torch.equal(a, b), k
+    for a, b in zip(full.log, resumed.log, strict=True):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])
     # a checkpoint of other settings is not resumed
     other = replace(TINY, train=replace(TINY.train, epochs=1))
-    assert train_multiposenet(train, val, other, tmp_path / "b",
+    assert train_multiposenet(train, val, other, CPU, cut,
                               progress=False).resumed_epochs == 0
 
 
@@ -240,8 +243,8 @@ def test_model_files_round_trip_and_errors(tmp_path: Path) -> None:
     config = {"depth": 10, "width": 4, "fpn_channels": 8, "head_channels": 8, "num_joints": 17,
               "input_width": 64, "input_height": 64, "sigma": 1.5, "visible_only": True,
               "keypoint_names": [f"k{i}" for i in range(17)], "seed": 1}
-    net = build_model(config)
-    save_model(tmp_path / "m", net, config)
+    net = MultiPoseNet.from_config(config)
+    save_network(tmp_path / "m", net, config)
     loaded, cfg = load_model(tmp_path / "m")
     assert cfg == config and not loaded.training
     x = torch.randn(1, 3, 64, 64)
@@ -253,30 +256,26 @@ def test_model_files_round_trip_and_errors(tmp_path: Path) -> None:
         load_model(tmp_path / "m")
 
 
-def test_log_tsv(tmp_path: Path) -> None:
-    rows = [{c: float(i + 1) for c in LOG_COLUMNS} for i in range(2)]
-    write_log_tsv(tmp_path / "log.tsv", rows)
-    frame = pd.read_csv(tmp_path / "log.tsv", sep="\t")
-    assert tuple(frame.columns) == LOG_COLUMNS and frame["epoch"].tolist() == [1, 2]
-
-
 def test_stage_writes_model_and_removes_checkpoint(
         dataset: tuple[Path, dict[str, CocoPersons]], tmp_path: Path) -> None:
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
     params["multiposenet"].update(depth=10, width=4, fpn_channels=8, head_channels=8,
                                   input_width=64, input_height=64)
-    params["multiposenet"]["train"].update(epochs=1, threads=1, workers=0)
+    params["multiposenet"]["train"].update(epochs=1, workers=0)
+    params["runtime"].update(device="cpu", threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "stages/train_multiposenet.py"), "--params",
            str(tmp_path / "params.yaml"), "--dataset", str(dataset[0]), "--out", str(out / "m"),
-           "--checkpoints", str(out / "ckpt"), "--log-tsv", str(out / "log.tsv"),
-           "--metrics", str(out / "metrics.json")]
+           "--checkpoints", str(out / "ckpt"), "--log-dir", str(out / "log")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "m" / "model.pt").is_file() and not (out / "ckpt" / CHECKPOINT).exists()
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and metrics["train_loss"] > 0
+    assert proc.stdout.count("epoch 1/1") == 1
+    metrics = json.loads((out / "log" / "metrics.json").read_text())
+    assert metrics["train_loss"] > 0 and metrics["lr"] == pytest.approx(0.002)
+    log = read_log(out / "log")
+    assert log["epoch"].tolist() == [1] and sorted(log.columns) == sorted(LOG_COLUMNS)
     assert load_model(out / "m")[1]["input_width"] == 64
 
 

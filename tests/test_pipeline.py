@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import REALDATA
 
+from hintpose.trainlog import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,7 +53,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 def test_prepare_stage(clone: tuple[Path, dict[str, str]]) -> None:
     repo, env = clone
     run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
-    stats = json.loads((repo / "metrics/dataset.json").read_text())
+    stats = json.loads((repo / "metrics/details/dataset.json").read_text())
     assert stats["val"]["images"] > 0 and stats["train"]["persons"] > 0
     assert (repo / "metrics/plots/dataset_samples.png").stat().st_size > 10_000
     for split in ("train", "val"):
@@ -83,7 +85,8 @@ def test_bad_param_stops_the_stage_and_keeps_outputs(clone: tuple[Path, dict[str
         (repo / "params.yaml").write_text(params)
 
 
-MODELS = tuple(yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["models"])
+SMOKE = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+MODELS = tuple(SMOKE["models"])
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -129,13 +132,18 @@ def test_whole_pipeline_outputs(reproduced) -> None:
         config = json.loads((repo / f"data/models/{name}/model.json").read_text())
         assert config["recurrent"] == name.startswith(("rr", "icrr"))
         assert config["instance_cue"] == name.startswith("ic")
-        header = (repo / f"metrics/train/{name}.tsv").read_text().splitlines()[0].split("\t")
-        assert "val_loss" in header and ("train_loss_hop3" in header) == config["recurrent"]
-        infer = json.loads((repo / f"metrics/infer/{name}.json").read_text())
+        log = read_log(repo / f"metrics/logs/train/{name}")  # dvclive, one row per epoch
+        assert len(log) == SMOKE["pose"]["train"]["epochs"] and "val_loss" in log.columns
+        assert ("train_loss_hop3" in log.columns) == config["recurrent"]
+        infer = json.loads((repo / f"metrics/details/infer/{name}.json").read_text())
         assert infer["cues_file"]
         for boxes in ("det", "gt"):
             assert infer[boxes]["instances"] >= infer[boxes]["boxes"] > 0
+        record = json.loads((repo / f"data/infer/{name}/infer.json").read_text())
+        assert record["cue_probe"] == infer["cue_probe"]  # score reads the probe there
     assert (repo / "data/pretrain/hrnet.pt").is_file()
+    for net in ("pretrain", "detector", "multiposenet", "posefix"):
+        assert len(read_log(repo / "metrics/logs" / net)) >= 1, net
     # every metrics file holds numbers, all finite
     files = sorted((repo / "metrics").rglob("*.json"))
     assert len(files) > 30
@@ -155,14 +163,25 @@ def test_whole_pipeline_outputs(reproduced) -> None:
         assert row in table
     for figure in ("figure3_instance_cues", "training_curves", "crowded_persons"):
         assert (repo / f"metrics/plots/report/{figure}.png").stat().st_size > 5000
+    # the registered metrics are the headline figures; the per-result-set scores are details
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ensemble", "ensemble_posefix"}
+    assert {"det", "gt"} <= set(summary["AP"]["ensemble_posefix"])
+    assert (repo / "metrics/details/scores/ensemble_posefix_det.json").is_file()
+    assert set(json.loads((repo / "metrics/detection.json").read_text())) == {"box_AP",
+                                                                             "box_AR"}
+    assert set(json.loads((repo / "metrics/cues.json").read_text())["cue_recall"]) == {
+        "multiposenet", "gt"}
     shown = run([*DVC, "metrics", "show"], repo, env).stdout
-    assert "metrics/scores/ensemble_posefix_det.json" in shown and "metrics/cues.json" in shown
+    for name in ("metrics/summary.json", "metrics/detection.json", "metrics/cues.json"):
+        assert name in shown, shown
+    assert "metrics/details" not in shown and "metrics/logs" not in shown
     # the demo runs detector, cue net and a pose model on any image and draws the result
     images = [next((repo / "data/dataset/images").rglob("*.jpg"))]
     real = REALDATA / "mmpose_coco" / "000000196141.jpg"  # a real COCO photo, when present
     images += [real] if real.is_file() else []
     for image in images:
-        out = run([sys.executable, "-m", "hintpose.demo", str(image), "--out",
+        out = run([sys.executable, "-m", "hintpose.report.demo", str(image), "--out",
                    str(repo / "demo.png")], repo, env).stdout
         assert "persons detected" in out and (repo / "demo.png").stat().st_size > 10_000
         (repo / "demo.png").unlink()
@@ -201,11 +220,18 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
 @pytest.mark.slow
 def test_experiment_reruns_only_posefix_stages_and_metrics_diff_shows_it(reproduced) -> None:
     repo, env = reproduced
+    before = json.loads((repo / "metrics/logs/posefix/metrics.json").read_text())
     out = run([*DVC, "exp", "run", "-S", "posefix.train.lr=0.002"], repo, env).stdout
     assert ran_stages(out) == {"train_posefix", "refine", "score", "report"}, out
+    after = json.loads((repo / "metrics/logs/posefix/metrics.json").read_text())
+    assert after["lr"] != before["lr"] and after["train_loss"] != before["train_loss"]
     diff = run([*DVC, "metrics", "diff", "--json"], repo, env).stdout
     changed = json.loads(diff)
-    assert "metrics/posefix/train.json" in changed, diff
+    # the refined ensemble's headline AP moved; the other methods' did not
+    assert any(k.startswith("AP.ensemble_posefix.") for k in changed.get(
+        "metrics/summary.json", {})), diff
+    assert not any(k.startswith(("AP.baseline.", "AP.ensemble.")) for k in changed.get(
+        "metrics/summary.json", {})), diff
     run(["git", "checkout", "-q", "--", "."], repo, env)
     run([*DVC, "checkout", "-q"], repo, env, check=False)
 

@@ -13,14 +13,18 @@ import pytest
 import torch
 import yaml
 
-from hintpose.config import DatasetParams, PosefixParams, PosefixTrainParams
+from hintpose.config import PosefixParams, PosefixTrainParams
 from hintpose.data.keypoints import COCO_SIGMAS, KEYPOINT_NAMES
+from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
+from hintpose.engine import CHECKPOINT
 from hintpose.errors import DataError
+from hintpose.models.folder import save_network
 from hintpose.models.posefix import PoseFix, bilinear_target, posefix_loss, soft_argmax
-from hintpose.posefix import read_pose_results, refine_results, save_model, train_posefix
-from hintpose.posefix_analysis import classify_joints, refinement_analysis
-from hintpose.posefix_data import (
+from hintpose.models.resnet import ResNetTrunk
+from hintpose.posefix.analysis import classify_joints, refinement_analysis
+from hintpose.posefix.refine import load_model, read_pose_results, refine_results
+from hintpose.posefix.synthesis import (
     ERROR_TYPES,
     INVERSION,
     SWAP,
@@ -30,6 +34,8 @@ from hintpose.posefix_data import (
     synthesize_pose,
     type_probabilities,
 )
+from hintpose.posefix.training import train_posefix
+from hintpose.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = JointGroups.from_names(KEYPOINT_NAMES)
@@ -114,9 +120,12 @@ def test_network_shapes_and_loss() -> None:
     torch.manual_seed(0)
     net = PoseFix(17, depth=18, width=8, head_channels=16).eval()
     assert net.trunk.conv1.in_channels == 20 and net.trunk.layer4[-1].conv2.out_channels == 64
+    assert type(net.trunk) is ResNetTrunk  # the one trunk MultiPoseNet uses too
     out = net(torch.randn(2, 3, 64, 32), torch.zeros(2, 17, 64, 32))
     assert out.shape == (2, 17, 16, 8) and net.stride == 4
-    assert PoseFix(17, depth=50, width=8, head_channels=8).trunk.out_channels == 256
+    # the shared ResNet trunk (C2-C5 channels); PoseFix's head reads C5
+    assert PoseFix(17, depth=50, width=8, head_channels=8).trunk.out_channels == [32, 64, 128,
+                                                                                  256]
     # the bilinear target sums to one and its soft-argmax is the point itself
     target = torch.tensor([[[3.25, 5.5], [0.0, 0.0], [9.0, 2.0]]])
     onehot, ok = bilinear_target(target, torch.ones(1, 3), 12, 8)
@@ -147,14 +156,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
                              progress=False)
     torch.set_num_threads(1)
     params = PosefixParams(width=8, head_channels=16, input_width=64, input_height=64,
-                           device="cpu", batch_size=16,
+                           batch_size=16, flip_test=True,
                            train=PosefixTrainParams(epochs=3, batch_size=16, lr=2e-3,
-                                                    lr_steps=(0.6,), val_samples=8,
-                                                    workers=0, channels_last=False))
-    result = train_posefix(splits["train"], splits["val"], params, root / "ckpt",
+                                                    lr_steps=(0.6,), max_samples=0,
+                                                    val_samples=8, workers=0))
+    # bf16 autocast where the CPU has fast bf16 kernels (the project's path), else fp32
+    rt = Runtime.create(torch.device("cpu"), bf16=True, channels_last=False, announce=False)
+    result = train_posefix(splits["train"], splits["val"], params, rt, root / "ckpt" / CHECKPOINT,
                            progress=False)
-    save_model(root / "model", result.model, result.config)
-    return {"root": root, "params": params, "result": result, **splits}
+    save_network(root / "model", result.model, result.config)
+    return {"root": root, "params": params, "rt": rt, "result": result, **splits}
 
 
 def gt_results(coco) -> list[dict]:
@@ -165,9 +176,15 @@ def gt_results(coco) -> list[dict]:
 def test_gt_input_pose_stays_close_after_brief_training(trained: dict) -> None:
     res, coco = trained["result"], trained["train"]
     assert len(res.log) == 3 and all(np.isfinite(r["val_loss"]) for r in res.log)
+    assert [r["lr"] for r in res.log] == pytest.approx([2e-3, 2e-3, 2e-4])  # step at 0.6 * 3
+    # the saved folder rebuilds the trained network
+    net, config = load_model(trained["root"] / "model")
+    assert config == json.loads(json.dumps(res.config))
+    assert all(torch.equal(v, res.model.state_dict()[k].cpu())
+               for k, v in net.state_dict().items())
     entries = gt_results(coco)
     out = refine_results(res.model, res.config, coco, entries, trained["params"],
-                         torch.device("cpu"), progress=False)
+                         trained["rt"], progress=False)
     assert len(out.refined) == len(entries)
     moved = []
     for before, after in zip(entries, out.refined, strict=True):
@@ -191,11 +208,11 @@ def test_training_resumes_to_the_same_weights(trained: dict) -> None:
         if epoch == 0:
             raise KeyboardInterrupt
 
+    ckpt, rt = root / "resume" / CHECKPOINT, trained["rt"]
     with pytest.raises(KeyboardInterrupt):
-        train_posefix(trained["train"], trained["val"], params, root / "resume", progress=False,
+        train_posefix(trained["train"], trained["val"], params, rt, ckpt, progress=False,
                       on_epoch_end=stop_after_first)
-    resumed = train_posefix(trained["train"], trained["val"], params, root / "resume",
-                            progress=False)
+    resumed = train_posefix(trained["train"], trained["val"], params, rt, ckpt, progress=False)
     assert resumed.resumed_epochs == 1
     full = trained["result"].model.state_dict()
     for name, value in resumed.model.state_dict().items():
@@ -208,21 +225,22 @@ def test_refine_stage_writes_results_and_rejects_unknown_images(
         trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, coco = trained["root"], trained["val"]
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
-    params["posefix"].update(device="cpu", flip_test=True, min_score=0.5)
-    params["posefix"]["train"].update(workers=0, threads=1)
+    params["posefix"].update(flip_test=True, min_score=0.5)
+    params["posefix"]["train"].update(workers=0)
+    params["runtime"].update(device="cpu", threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     good = gt_results(coco)
     good.append({**good[0], "score": 0.25})  # under min_score: passed through
     (tmp_path / "in.json").write_text(json.dumps(good))
-    out, metrics = tmp_path / "results" / "fixed.json", tmp_path / "posefix.json"
+    out, details = tmp_path / "results" / "fixed.json", tmp_path / "posefix.json"
     argv = ["refine.py", "--params", str(tmp_path / "params.yaml"), "--dataset",
             str(root / "dataset"), "--model", str(root / "model"), "--input",
-            f"det:{tmp_path / 'in.json'}={out}", "--metrics", str(metrics)]
+            f"det:{tmp_path / 'in.json'}={out}", "--details", str(details)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / "stages" / "refine.py"), run_name="__main__")
     results = json.loads(out.read_text())
     assert 0 < len(results) <= len(good) and {r["image_id"] for r in results} <= set(coco.images)
-    report = json.loads(metrics.read_text())["det"]
+    report = json.loads(details.read_text())["det"]
     assert report["refined"] == len(good) - 1 and set(report["by_error_type"]) == set(
         ERROR_TYPES)
     # an unknown image id: one clear error naming file and entry; earlier outputs untouched

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hintpose.postprocess import COCO_SIGMAS, oks_nms, rescore, soft_oks_nms
+import hintpose.postprocess
+from hintpose.data.keypoints import COCO_SIGMAS
+from hintpose.topdown.postprocess import (
+    coco_oks,
+    keypoint_similarity,
+    nms_per_image,
+    oks_nms,
+    rescore,
+    soft_oks_nms,
+)
 
 
 def loop_oks(g, d, area_g, area_d, sigmas):
@@ -75,3 +84,47 @@ def test_other_joint_counts_need_sigmas() -> None:
     with pytest.raises(ValueError, match="no default OKS sigmas for 14 joints"):
         oks_nms(kpts, np.ones(2), np.ones(2))
     assert len(oks_nms(kpts, np.ones(2), np.ones(2), sigmas=np.full(14, 0.08))) == 1
+
+
+def test_keypoint_similarity_and_coco_oks_as_cocoeval() -> None:
+    """COCOeval.computeOks: e = d^2 / (2 sigma)^2 / (area + eps) / 2, mean of exp(-e) over the
+    GT's labeled joints."""
+    rng = np.random.default_rng(3)
+    gt = np.concatenate([rng.uniform(0, 100, (17, 2)), np.ones((17, 1))], axis=1)
+    gt[[0, 4, 9], 2] = 0  # unlabeled joints do not count
+    preds = gt[None, :, :2] + rng.normal(0, 4, (3, 17, 2))
+    area = 2500.0
+    ks = keypoint_similarity(((preds - gt[None, :, :2]) ** 2).sum(-1), area, COCO_SIGMAS)
+    assert ks.shape == (3, 17) and ((ks > 0) & (ks <= 1)).all()
+    for m in range(3):
+        for j in range(17):
+            d2 = ((preds[m, j] - gt[j, :2]) ** 2).sum()
+            e = d2 / (2 * COCO_SIGMAS[j]) ** 2 / (area + np.spacing(1)) / 2
+            assert ks[m, j] == pytest.approx(np.exp(-e), rel=1e-12)
+    labeled = gt[:, 2] > 0
+    np.testing.assert_allclose(coco_oks(gt, preds, area), ks[:, labeled].mean(axis=1),
+                               rtol=1e-12)
+    assert coco_oks(gt, gt[None, :, :2], area).tolist() == [1.0]  # a perfect pose
+    assert coco_oks(np.zeros((17, 3)), preds, area).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_nms_per_image_never_suppresses_across_images() -> None:
+    """Two images each holding the same duplicated pose: each image keeps its best copy; the
+    indices come image by image in increasing id order, best first within an image."""
+    pose = np.tile([50.0, 50.0, 0.9], (17, 1))
+    far = np.tile([150.0, 150.0, 0.9], (17, 1))
+    kpts = np.stack([pose, pose, far, pose, pose])
+    scores = np.array([0.5, 0.9, 0.3, 0.8, 0.2])
+    areas = np.full(5, 400.0)
+    ids = [7, 7, 7, 3, 3]
+    assert nms_per_image(kpts, scores, areas, ids, thr=0.9) == [3, 1, 2]
+    # soft NMS keeps the duplicates after the others, decayed
+    assert nms_per_image(kpts, scores, areas, ids, thr=0.9, soft=True) == [3, 4, 1, 2, 0]
+    # a single image is plain oks_nms
+    assert nms_per_image(kpts, scores, areas, [1] * 5) == oks_nms(kpts, scores, areas).tolist()
+
+
+def test_old_path_re_exports_the_postprocessing() -> None:
+    """hintpose.postprocess stays a public path (DESIGN.md) for the same functions."""
+    for name in ("rescore", "oks_nms", "soft_oks_nms", "coco_oks", "nms_per_image"):
+        assert getattr(hintpose.postprocess, name) is globals()[name], name

@@ -11,23 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from hintpose.codec import HeatmapCodec, decode
 from hintpose.config import PoseDataParams
 from hintpose.data.coco import load_coco
-from hintpose.data.topdown import (
-    Instance,
-    TopDownDataset,
+from hintpose.data.transforms import (
     affine_matrix,
     box_to_center_size,
     flip_heatmaps_back,
     flip_keypoints,
     flip_pairs_from_names,
     half_body_crop,
-    overlapping_boxes,
-    training_instances,
     transform_points,
     upper_body_mask,
 )
+from hintpose.topdown.codec import HeatmapCodec, decode
+from hintpose.topdown.samples import Instance, TopDownDataset, overlapping_boxes, training_instances
 
 NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
          "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
@@ -144,7 +141,9 @@ def test_half_body_uses_upper_or_lower_joints() -> None:
 
 
 def test_training_sample_shapes_and_determinism(coco) -> None:
-    params = PoseDataParams(input_width=48, input_height=64)
+    # HRNet's official augmentation (every random draw: scale, rotation, half body, flip)
+    params = PoseDataParams(input_width=48, input_height=64, scale_factor=0.35,
+                            rotation_factor=45.0, rotation_prob=0.6, half_body_prob=0.3)
     ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7)
     img, target, weight, cue, meta = ds[0]
     assert img.shape == (3, 64, 48) and target.shape == (17, 16, 12) and weight.shape == (17, 1)

@@ -23,28 +23,25 @@ from hintpose.config import (
     PoseTrainParams,
 )
 from hintpose.data.coco import CocoPersons, load_split, write_manifest
-from hintpose.data.topdown import TopDownDataset, training_instances
+from hintpose.engine import CHECKPOINT
 from hintpose.errors import ConfigError, DataError
+from hintpose.models.folder import save_network
 from hintpose.models.hintpose import HintPose
 from hintpose.models.hrnet import HRNet
-from hintpose.training import (
-    CHECKPOINT,
-    StepSettings,
+from hintpose.runtime import Runtime
+from hintpose.topdown.inference import load_pose_model
+from hintpose.topdown.samples import TopDownDataset, training_instances
+from hintpose.topdown.training import (
     _collate,
-    build_model,
-    load_pose_model,
+    forward_losses,
     load_pretrained_backbone,
-    log_columns,
     pretrain_backbone,
     save_backbone,
-    save_pose_model,
     select_training_instances,
-    summary_metrics,
     train_pose_model,
-    train_step,
     validation_instances,
-    write_log_tsv,
 )
+from hintpose.trainlog import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -113,11 +110,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+#: Plain fp32 on the CPU (bf16 pays off only for wide layers).
+CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
+
+
 def tiny_pose(**train: object) -> PoseParams:
-    """Tiny settings; plain fp32 (bf16 pays off only for wide layers)."""
+    """Tiny settings (lr and its schedule given here, not taken from the defaults)."""
     settings = {"epochs": 2, "batch_size": 8, "max_samples": 16, "val_samples": 6,
-                "workers": 0, "threads": 1, "bf16": False, "channels_last": False, **train}
-    return PoseParams(width=4, hops=2, device="cpu",
+                "workers": 0, "lr": 1e-3, "lr_steps": (0.81, 0.95), "lr_factor": 0.1, **train}
+    return PoseParams(width=4, hops=2,
                       data=PoseDataParams(input_width=48, input_height=64),
                       train=PoseTrainParams(**settings))  # type: ignore[arg-type]
 
@@ -141,38 +142,55 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
     batch = _collate([ds[i] for i in range(8)])
     torch.manual_seed(0)
     net = HintPose(4, False, False, hops=1, num_joints=17)
-    s = StepSettings(torch.device("cpu"), bf16=False, channels_last=False, instance_cue=False)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = [float(train_step(net, batch, opt, s)[0]) for _ in range(16)]
+    losses = []
+    for _ in range(16):
+        hops = forward_losses(net, batch, CPU, instance_cue=False)
+        assert len(hops) == 1
+        opt.zero_grad()
+        hops[0].backward()
+        opt.step()
+        losses.append(float(hops[0].detach()))
     assert np.mean(losses[-3:]) < 0.9 * losses[0], losses
+
+
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss",
+               "seconds", "img_s"]
 
 
 def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> None:
     train, val = splits
-    pose = tiny_pose(epochs=1, bf16=True, channels_last=True)  # the project's fast path
+    pose = tiny_pose(epochs=1)
+    # The project's fast path (bf16 autocast only where the CPU has fast bf16 kernels).
+    rt = Runtime.create(torch.device("cpu"), bf16=True, channels_last=True, announce=False)
     result = train_pose_model(train, val, pose, ModelParams(instance_cue=True, recurrent=True),
-                              None, progress=False)
+                              rt, None, progress=False)
+    assert len(result.log) == 1 and result.resumed_epochs == 0
     row = result.log[0]
+    assert list(row) == LOG_COLUMNS
     hops = [row[f"train_loss_hop{h}"] for h in (1, 2)]
-    assert result.hops == 2 and all(v > 0 for v in hops)
+    assert result.config["hops"] == 2 and all(v > 0 for v in hops)
     assert row["train_loss"] == pytest.approx(sum(hops))
     assert np.isfinite(row["val_loss"]) and row["lr"] == pytest.approx(1e-3)
-    write_log_tsv(tmp_path / "log.tsv", result.log, result.hops)
-    lines = (tmp_path / "log.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == log_columns(2) == [
-        "epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss", "seconds"]
-    assert len(lines) == 2 and lines[1].startswith("1\t")
-    assert summary_metrics(result.log)["epochs"] == 1
-    assert "train_loss_hop1" not in log_columns(1)
+    assert row["epoch"] == 1 and row["seconds"] > 0 and row["img_s"] > 0
+    write_log(tmp_path / "log", result.log)
+    frame = read_log(tmp_path / "log")
+    assert sorted(frame.columns) == sorted(LOG_COLUMNS)
+    assert frame["epoch"].tolist() == [1]
+    assert frame["train_loss_hop2"].tolist() == pytest.approx([row["train_loss_hop2"]])
+    metrics = json.loads((tmp_path / "log" / "metrics.json").read_text())
+    assert metrics["val_loss"] == pytest.approx(row["val_loss"]) and "epoch" not in metrics
 
 
 def test_lr_follows_the_step_schedule(splits) -> None:
     train, _ = splits
     pose = tiny_pose(epochs=4, lr_steps=(0.5, 0.75), max_samples=4, batch_size=4)
-    result = train_pose_model(train, None, pose, ModelParams(), None, progress=False)
+    result = train_pose_model(train, None, pose, ModelParams(), CPU, None, progress=False)
     assert [r["lr"] for r in result.log] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
     assert all(np.isnan(r["val_loss"]) for r in result.log)
+    # One output: no per-hop columns.
+    assert not any(k.startswith("train_loss_hop") for r in result.log for k in r)
 
 
 # --------------------------------------------------------------------------- subsets and cues
@@ -200,40 +218,45 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(splits, tmp_p
                                                                    capsys) -> None:
     train, val = splits
     pose, model = tiny_pose(epochs=3, lr_steps=(0.5,)), ModelParams(recurrent=True, seed=5)
-    full = train_pose_model(train, val, pose, model, tmp_path / "full", progress=False)
+    full = train_pose_model(train, val, pose, model, CPU, tmp_path / "full" / CHECKPOINT,
+                            progress=False)
+    cut = tmp_path / "cut" / CHECKPOINT
 
     def kill_after_first(epoch: int, row: dict[str, float]) -> None:
         if epoch == 0:
             raise Killed
 
     with pytest.raises(Killed):
-        train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False,
+        train_pose_model(train, val, pose, model, CPU, cut, progress=False,
                          on_epoch_end=kill_after_first)
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [CHECKPOINT]
-    resumed = train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False)
+    resumed = train_pose_model(train, val, pose, model, CPU, cut, progress=False)
     assert "resuming" in capsys.readouterr().out
+    assert full.resumed_epochs == 0
     assert resumed.resumed_epochs == 1 and len(resumed.log) == 3
     assert states_equal(full.model, resumed.model)
     for a, b in zip(full.log, resumed.log, strict=True):
-        assert (a["lr"], a["train_loss"], a["val_loss"]) == (b["lr"], b["train_loss"],
-                                                            b["val_loss"])
+        assert (a["epoch"], a["lr"], a["train_loss"], a["train_loss_hop2"], a["val_loss"]) == (
+            b["epoch"], b["lr"], b["train_loss"], b["train_loss_hop2"], b["val_loss"])
     # A finished run found again is not trained further.
-    again = train_pose_model(train, val, pose, model, tmp_path / "cut", progress=False)
+    again = train_pose_model(train, val, pose, model, CPU, cut, progress=False)
     assert again.resumed_epochs == 3 and states_equal(full.model, again.model)
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(splits, tmp_path: Path, capsys) -> None:
     train, _ = splits
     pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
-    train_pose_model(train, None, pose, ModelParams(), tmp_path, progress=False)
+    ckpt = tmp_path / CHECKPOINT
+    train_pose_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
+    assert ckpt.is_file()
     wider = replace(pose, width=6)
-    result = train_pose_model(train, None, wider, ModelParams(), tmp_path, progress=False)
+    result = train_pose_model(train, None, wider, ModelParams(), CPU, ckpt, progress=False)
     out = capsys.readouterr().out
     assert "other settings (width)" in out and "training from scratch" in out
     assert result.resumed_epochs == 0 and result.config["width"] == 6
     (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=CHECKPOINT):
-        train_pose_model(train, None, pose, ModelParams(), tmp_path, progress=False)
+        train_pose_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -241,14 +264,16 @@ def test_checkpoint_of_other_settings_is_not_resumed(splits, tmp_path: Path, cap
 
 def test_missing_or_mismatched_pretrained_file_is_a_clear_error(splits, tmp_path: Path) -> None:
     train, _ = splits
-    pose = replace(tiny_pose(epochs=1), pretrained=str(tmp_path / "nope.pth"))
+    # pose.pretrained needs the official HRNet layout.
+    pose = replace(tiny_pose(epochs=1), modules=(1, 4, 3), blocks=4,
+                   pretrained=str(tmp_path / "nope.pth"))
     with pytest.raises(ConfigError, match="pose.pretrained.*nope.pth"):
-        train_pose_model(train, None, pose, ModelParams(), None, progress=False)
+        train_pose_model(train, None, pose, ModelParams(), CPU, None, progress=False)
     wrong = tmp_path / "w8.pth"
     torch.save(HRNet(width=8).state_dict(), wrong)
     with pytest.raises(ConfigError, match="w8.pth"):
-        train_pose_model(train, None, replace(pose, pretrained=str(wrong)), ModelParams(), None,
-                         progress=False)
+        train_pose_model(train, None, replace(pose, pretrained=str(wrong)), ModelParams(), CPU,
+                         None, progress=False)
 
 
 def test_stage_rejects_an_unknown_model_name(dataset: Path, tmp_path: Path) -> None:
@@ -266,7 +291,7 @@ def test_stage_rejects_an_unknown_model_name(dataset: Path, tmp_path: Path) -> N
 
 def run_stage(args: list[str], out: Path, nproc: int = 0) -> subprocess.CompletedProcess[str]:
     paths = ["--out", str(out / "model"), "--checkpoints", str(out / "ckpt"),
-             "--log-tsv", str(out / "log.tsv"), "--metrics", str(out / "metrics.json")]
+             "--log-dir", str(out / "logs")]
     script = str(ROOT / "stages" / "train.py")
     launcher = [sys.executable]
     if nproc:
@@ -280,32 +305,32 @@ def run_stage(args: list[str], out: Path, nproc: int = 0) -> subprocess.Complete
 
 def ddp_params(path: Path, procs: int) -> Path:
     path.write_text(
-        "pose:\n  width: 4\n  hops: 2\n  device: cpu\n"
+        f"runtime: {{device: cpu, bf16: false, channels_last: false, procs: {procs}, threads: 0}}\n"
+        "pose:\n  width: 4\n  hops: 2\n"
         "  data: {input_width: 48, input_height: 64, other_box_prob: 0.5}\n"
-        "  train: {epochs: 2, batch_size: 4, max_samples: 16, val_samples: 5, workers: 1,\n"
-        f"          bf16: false, channels_last: false, procs: {procs}}}\n"
+        "  train: {epochs: 2, batch_size: 4, max_samples: 16, val_samples: 5, workers: 1}\n"
         "models:\n  icrr: {instance_cue: true, recurrent: true, seed: 2}\n")
     return path
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "procs"])
 def test_stage_with_two_ddp_processes(dataset: Path, tmp_path: Path, launcher: str) -> None:
-    """Two DDP processes, started by torchrun or by the stage itself (pose.train.procs)."""
+    """Two DDP processes, started by torchrun or by the stage itself (runtime.procs)."""
     params = ddp_params(tmp_path / "params.yaml", 1 if launcher == "torchrun" else 2)
     proc = run_stage(["--model", "icrr", "--params", str(params), "--dataset", str(dataset)],
                      tmp_path, nproc=2 if launcher == "torchrun" else 0)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # Only rank 0 logs and writes: one line per epoch, one metrics line.
+    # Only rank 0 logs and writes: one line per epoch.
     assert proc.stdout.count("epoch 1/2") == 1 and proc.stdout.count("epoch 2/2") == 1
-    assert proc.stdout.count('"train_loss"') == 1
     # Rank 0 checkpointed every epoch and removed the checkpoint once the model was written;
     # no rank left a file of its own behind.
     assert (tmp_path / "ckpt").is_dir() and not any((tmp_path / "ckpt").iterdir())
     assert "resuming" not in proc.stdout
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and np.isfinite(metrics["val_loss"])
-    header = (tmp_path / "log.tsv").read_text().splitlines()[0].split("\t")
-    assert header == log_columns(2)
+    log = read_log(tmp_path / "logs")
+    assert log["epoch"].tolist() == [1, 2] and sorted(log.columns) == sorted(LOG_COLUMNS)
+    assert np.isfinite(log["val_loss"]).all() and (log["train_loss"] > 0).all()
+    metrics = json.loads((tmp_path / "logs" / "metrics.json").read_text())
+    assert metrics["val_loss"] == pytest.approx(log["val_loss"].iloc[-1])
     net, config = load_pose_model(tmp_path / "model")
     assert config["name"] == "icrr" and config["keypoint_names"] == NAMES
     assert (config["hops"], config["instance_cue"], config["input_height"]) == (2, True, 64)
@@ -329,9 +354,9 @@ def test_a_failing_ddp_process_is_one_clear_error(dataset: Path, tmp_path: Path)
 def test_saved_model_round_trips(tmp_path: Path, splits) -> None:
     train, _ = splits
     pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
-    result = train_pose_model(train, None, pose, ModelParams(instance_cue=True), None,
+    result = train_pose_model(train, None, pose, ModelParams(instance_cue=True), CPU, None,
                               progress=False)
-    save_pose_model(tmp_path, result.model, result.config)
+    save_network(tmp_path, result.model, result.config)
     net, config = load_pose_model(tmp_path)
     assert config == json.loads(json.dumps(result.config))
     assert states_equal(net, result.model.cpu())
@@ -347,12 +372,12 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     train, val = splits
     pose = tiny_pose(epochs=1)
     pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5}))
-    pre = pretrain_backbone(train, val, pose, None, progress=False)
+    pre = pretrain_backbone(train, val, pose, CPU, None, progress=False)
     assert len(pre.log) == 1 and not pre.config["instance_cue"]
     path = tmp_path / "hrnet.pt"
     save_backbone(path, pre.model)
 
-    net = build_model({**pre.config, "instance_cue": True, "recurrent": True, "hops": 2})
+    net = HintPose.from_config({**pre.config, "instance_cue": True, "recurrent": True, "hops": 2})
     load_pretrained_backbone(net, path, "--init")
     image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
     with torch.no_grad():
@@ -362,14 +387,15 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
         raise Killed
 
     model = ModelParams(instance_cue=True, recurrent=True, seed=1)
-    ckpt = tmp_path / "ckpt"
+    ckpt = tmp_path / "ckpt" / CHECKPOINT
     with pytest.raises(Killed):
-        train_pose_model(train, None, pose, model, ckpt, progress=False, init=path,
+        train_pose_model(train, None, pose, model, CPU, ckpt, progress=False, init=path,
                          on_epoch_end=kill)
+    assert ckpt.is_file()
     other = tmp_path / "other.pt"
-    save_backbone(other, build_model(pre.config))
-    again = train_pose_model(train, None, pose, model, ckpt, progress=False, init=other)
+    save_backbone(other, HintPose.from_config(pre.config))
+    again = train_pose_model(train, None, pose, model, CPU, ckpt, progress=False, init=other)
     assert again.resumed_epochs == 0  # other initial weights: trained afresh
     with pytest.raises(ConfigError, match="--init: checkpoint file .*nope.pt not found"):
-        train_pose_model(train, None, pose, model, None, progress=False,
+        train_pose_model(train, None, pose, model, CPU, None, progress=False,
                          init=tmp_path / "nope.pt", init_key="--init")

@@ -177,11 +177,6 @@ def _collate(items: list[tuple[Any, ...]]) -> Batch:
     return tuple(torch.stack([it[k] for it in items]) for k in range(4))  # type: ignore[return-value]
 
 
-def _collate(items: list[tuple[Any, ...]]) -> Batch:
-    """Stack image, target, target weight and cue; the meta dicts are not needed here."""
-    return tuple(torch.stack([it[k] for it in items]) for k in range(4))  # type: ignore[return-value]
-
-
 def _loader(dataset: Dataset, sampler: Sampler | range, batch_size: int, workers: int,
             device: torch.device) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
