@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from hintpose.errors import DataError
-from hintpose.io import save_torch
+from hintpose.io import finish_dir, save_torch, start_dir
 from hintpose.models.folder import save_network
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, all_reduce_sum
 from hintpose.trainlog import write_log
@@ -209,9 +209,10 @@ def mean_over(values: Iterable[tuple[float, int]], info: DistInfo,
 
 def finish_training(out_dir: Path, net: nn.Module, config: dict[str, Any],
                     log: Sequence[dict[str, float]], log_dir: Path, checkpoint: Path) -> None:
-    """What a training stage leaves: the model folder, the dvclive log, and no checkpoint (a
-    finished run's would make the next run, say after a code change, "resume" at its last
-    epoch instead of training)."""
-    save_network(out_dir, net, config)
+    """What a training stage leaves: the model folder (built aside, then moved in), the
+    dvclive log, and no checkpoint (a finished run's would make the next run, say after a code
+    change, "resume" at its last epoch instead of training)."""
+    save_network(start_dir(out_dir), net, config)
     write_log(log_dir, log)
+    finish_dir(out_dir)
     checkpoint.unlink(missing_ok=True)

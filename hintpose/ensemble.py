@@ -239,22 +239,30 @@ class AveragedHeatmaps:
 
 
 def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
-                 category_id: int = 1, chunk: int = 256) -> InferenceRun:
+                 category_id: int = 1, chunk: int = 256,
+                 sigmas: np.ndarray | None = None) -> InferenceRun:
     """Average the members' heatmaps of box mode ``boxes`` per instance (weighted) and turn
     them into COCO results with the single-model code path (``params``: in_vis_thr, nms_thr,
-    soft_nms), ``chunk`` instances at a time."""
+    soft_nms; ``sigmas``: the dataset's OKS sigmas, whose count every member's heatmaps must
+    match), ``chunk`` instances at a time."""
     start = time.perf_counter()
     loaded: list[MemberInstances] = []
     try:
         for member in members:
             loaded.append(load_member(member, boxes))
+        if sigmas is not None:
+            for inst in loaded:
+                if inst.heatmaps.shape[1] != len(sigmas):
+                    raise DataError(f"{inst.heatmaps.path}: {inst.heatmaps.shape[1]} joints, "
+                                    f"but the dataset has {len(sigmas)}")
         index, sources = align_members(loaded)
         heatmaps = AveragedHeatmaps(loaded, sources, [m.weight for m in members])
         results = heatmaps_to_results(
             heatmaps, len(index), index[["center_x", "center_y"]].to_numpy(),
             index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
             index["box_score"].to_numpy(), category_id, chunk=chunk,
-            in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms)
+            in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms,
+            sigmas=sigmas)
     finally:
         for inst in loaded:
             inst.heatmaps.close()

@@ -20,13 +20,19 @@ from hintpose.errors import DataError
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it onto ``path``."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it onto ``path``. A
+    write that fails (a full disk, a read-only folder) is a DataError naming ``path``; the
+    temporary file is removed and ``path`` keeps its earlier content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError
+        raise DataError(f"{path}: cannot be written ({str(exc)[:200]})") from None
     finally:
         tmp.unlink(missing_ok=True)
 

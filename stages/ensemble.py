@@ -32,12 +32,13 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     members = resolve_members(params.ensemble, params.models, args.infer)
-    category_id = load_split(args.dataset, "val").category["id"]
+    val = load_split(args.dataset, "val")
 
     tmp = start_dir(args.out)
     metrics, runs = {}, {}
     for mode in BOX_MODES:
-        out = run_ensemble(members, mode, params.eval, category_id, params.ensemble.chunk)
+        out = run_ensemble(members, mode, params.eval, val.category["id"], params.ensemble.chunk,
+                           val.sigmas)
         files = inference_files(tmp, mode)
         out.index.to_csv(files["index"], index=False)
         write_json(files["results"], out.results, indent=None)

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from hintpose.cli import run
 from hintpose.config import load_params
+from hintpose.data.coco import load_split
 from hintpose.errors import DataError
 from hintpose.launch import in_process_group, launch_local, threads_per_process
+from hintpose.models.folder import read_config
 
 
 def main() -> None:
@@ -43,12 +45,14 @@ def main() -> None:
     params = load_params(args.params)
     if not args.model_dir.is_dir():
         raise DataError(f"{args.model_dir}: model folder not found (run the train stage)")
+    val = load_split(args.dataset, "val")
+    val.check_keypoints(read_config(args.model_dir, "pose model", "train")["keypoint_names"],
+                        args.model_dir)
     rp = params.runtime
     if rp.procs > 1 and not in_process_group():
         sys.exit(launch_local(rp.procs, threads_per_process(rp.procs, rp.threads)))
 
     # Imported only now: a parent that relaunches itself never loads torch.
-    from hintpose.data.coco import load_split
     from hintpose.io import finish_dir, partial_dir, start_dir, write_json
     from hintpose.runtime import distributed_session, from_params
     from hintpose.topdown.boxes import cues_inside, gt_boxes, read_boxes, read_cues, with_cues
@@ -57,7 +61,7 @@ def main() -> None:
     from hintpose.topdown.outputs import inference_files
 
     with distributed_session(rp.device) as info:
-        coco = load_split(args.dataset, "val")
+        coco = val
         detections = read_boxes(args.detections, coco)
         gt = gt_boxes(coco)
         if args.cues is not None:

@@ -3,14 +3,16 @@ files, which the stages that read the dataset depend on), statistics and a conta
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import cv2
 
 from hintpose.cli import run
 from hintpose.config import load_params
-from hintpose.data.prepare import dataset_digest, dataset_stats, prepare_dataset
-from hintpose.io import write_json
+from hintpose.data.prepare import build_dataset, dataset_digest, dataset_stats
+from hintpose.errors import DataError
+from hintpose.io import finish_dir, partial_dir, write_atomic, write_json
 from hintpose.report.visualize import dataset_sheet
 
 
@@ -25,15 +27,25 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, default=Path("metrics/plots/dataset_samples.png"))
     args = ap.parse_args()
     params = load_params(args.params).dataset
-    splits = prepare_dataset(args.out, params)
-    write_json(args.digest, dataset_digest(args.out), indent=1)
-    stats = {split: dataset_stats(coco) for split, coco in splits.items()}
+    # Everything is made first (the dataset in a partial folder); the earlier outputs are
+    # replaced only once all of it exists, so a failure anywhere leaves them as they were.
+    splits = build_dataset(args.out, params)
+    try:
+        digest = dataset_digest(partial_dir(args.out))
+        stats = {split: dataset_stats(coco) for split, coco in splits.items()}
+        val = splits["val"]
+        by_crowd = sorted(val.images, key=lambda i: -val.images[i].get("crowdIndex", 0.0))
+        picks = by_crowd[:4] + by_crowd[len(by_crowd) // 2:][:: max(1, len(by_crowd) // 8)][:4]
+        ok, sheet = cv2.imencode(".png", dataset_sheet(val, list(dict.fromkeys(picks))))
+        if not ok:
+            raise DataError(f"{args.sheet}: the contact sheet does not encode as PNG")
+    except BaseException:
+        shutil.rmtree(partial_dir(args.out), ignore_errors=True)
+        raise
+    finish_dir(args.out)
+    write_json(args.digest, digest, indent=1)
     write_json(args.details, stats)
-    val = splits["val"]
-    by_crowd = sorted(val.images, key=lambda i: -val.images[i].get("crowdIndex", 0.0))
-    picks = by_crowd[:4] + by_crowd[len(by_crowd) // 2:][:: max(1, len(by_crowd) // 8)][:4]
-    args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), dataset_sheet(val, list(dict.fromkeys(picks))))
+    write_atomic(args.sheet, lambda p: p.write_bytes(sheet.tobytes()))
     print(json.dumps(stats["val"], indent=None, default=float))
 
 

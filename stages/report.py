@@ -18,7 +18,7 @@ from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
-from hintpose.io import read_json
+from hintpose.io import finish_dir, read_json, start_dir
 from hintpose.report.figures import (
     most_crowded_persons,
     pick_crowded_box,
@@ -61,15 +61,17 @@ def main() -> None:
     compare = {name: read_json(path, "results file")
                for name, path in pairs(args.compare, "--compare").items()}
     net, config = load_pose_model(args.cue_model, "cpu")
+    coco.check_keypoints(config["keypoint_names"], args.cue_model)
     if not config["instance_cue"]:
         raise ConfigError(f"--cue-model {args.cue_model}: this model takes no instance cue")
     pick = pick_crowded_box(coco, read_json(args.cues, "cues file"))
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_cue_figure(net, config, coco, pick, args.out / "figure3_instance_cues.png")
-    plot_training_curves(logs, args.out / "training_curves.png")
+    tmp = start_dir(args.out)  # the figures replace the earlier ones only all together
+    plot_cue_figure(net, config, coco, pick, tmp / "figure3_instance_cues.png")
+    plot_training_curves(logs, tmp / "training_curves.png")
     persons = most_crowded_persons(coco, args.persons)
-    plot_crowded_grid(coco, persons, compare, args.out / "crowded_persons.png")
+    plot_crowded_grid(coco, persons, compare, tmp / "crowded_persons.png")
+    finish_dir(args.out)
     print(f"report: 3 figures in {args.out} (Figure 3 from image {pick.image_id})")
 
 

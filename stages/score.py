@@ -105,7 +105,8 @@ def main() -> None:
                     for name, m in params.models.items()})
     records = []
     for name, boxes, path in tqdm(sets, desc="score", unit="result set"):
-        records.append(score_results(gt, read_json(path, "results file"), name, boxes))
+        records.append(score_results(gt, read_json(path, "results file"), name, boxes,
+                                     str(path)))
     results = results_frame(records)
     table = report_table(results, methods)
     probes = {m: read_json(args.infer / m / "infer.json", f"inference record of {m}")

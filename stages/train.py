@@ -45,7 +45,7 @@ def main() -> None:
 
     # Imported only now: a parent that relaunches itself never loads torch.
     from hintpose.engine import CHECKPOINT, finish_training
-    from hintpose.io import write_json
+    from hintpose.io import finish_dir, start_dir, write_json
     from hintpose.models.folder import MODEL_CONFIG
     from hintpose.runtime import distributed_session, from_params
     from hintpose.topdown.training import (
@@ -65,9 +65,11 @@ def main() -> None:
             result = train_pose_model(train, val, params.pose, params.models[args.model], rt,
                                       ckpt, info=info, init=args.init, init_key="--init")
         if info.is_main and args.pretrain:
-            save_backbone(args.out / BACKBONE_WEIGHTS, result.model)
-            write_json(args.out / MODEL_CONFIG, result.config)
+            tmp = start_dir(args.out)
+            save_backbone(tmp / BACKBONE_WEIGHTS, result.model)
+            write_json(tmp / MODEL_CONFIG, result.config)
             write_log(args.log_dir, result.log)
+            finish_dir(args.out)
             ckpt.unlink(missing_ok=True)
         elif info.is_main:
             finish_training(args.out, result.model, {"name": args.model, **result.config},

@@ -26,7 +26,7 @@ from hintpose.detection.config import (
     training_config,
 )
 from hintpose.detection.train import train_detector
-from hintpose.io import file_digest
+from hintpose.io import file_digest, finish_dir, start_dir
 from hintpose.trainlog import write_log
 
 
@@ -51,7 +51,7 @@ def main() -> None:
         record = {"weights": "checkpoint", "checkpoint": str(weights),
                   "checkpoint_sha256": file_digest(weights), "config": params.config,
                   "classes": classes, "person_label": label}
-        save_detector(args.out, cfg, record)
+        save_detector(start_dir(args.out), cfg, record)
         log: list[dict[str, float]] = []
     else:
         train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
@@ -59,11 +59,12 @@ def main() -> None:
                                 all_params.runtime.threads)
         record = {"weights": "trained", "config": params.config, "classes": ["person"],
                   "person_label": 0, "train_seconds": round(result.seconds, 1)}
-        save_detector(args.out, result.config, record, result.model)
+        save_detector(start_dir(args.out), result.config, record, result.model)
         log = result.log
         print(f"trained the detector in {result.seconds:.0f} s"
               + (" (resumed)" if result.resumed else ""))
     write_log(args.log_dir, log)
+    finish_dir(args.out)  # the detector folder, built aside, replaces the earlier one
     # A finished run's work folder would make the next run (say, after a code change) resume
     # at its last epoch instead of training.
     shutil.rmtree(args.checkpoints, ignore_errors=True)

@@ -87,8 +87,8 @@ def test_killing_the_launcher_kills_its_ranks(tmp_path: Path) -> None:
 
     script = tmp_path / "rank.py"
     script.write_text("import os, sys, time\nfrom pathlib import Path\n"
-                      "Path(sys.argv[1], os.environ['RANK'] + '.pid').write_text(str(os.getpid()))\n"
-                      "time.sleep(120)\n")
+                      "pid = Path(sys.argv[1], os.environ['RANK'] + '.pid')\n"
+                      "pid.write_text(str(os.getpid()))\ntime.sleep(120)\n")
     launcher = subprocess.Popen(
         [sys.executable, "-c", "import sys; from hintpose.launch import launch_local; "
          f"sys.exit(launch_local(2, 1, [{str(script)!r}, {str(tmp_path)!r}]))"])

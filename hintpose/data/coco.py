@@ -12,7 +12,7 @@ CrowdPose). Like HRNet, training uses only persons with ``num_keypoints > 0`` an
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -21,11 +21,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hintpose.data.keypoints import keypoint_sigmas, skeleton_of
 from hintpose.errors import DataError
 from hintpose.io import finite_number, read_json, write_json
 
 ImageCheck = Literal["decode", "exists", "none"]
 MANIFEST = "dataset.json"
+#: A person without ``area`` (CrowdPose's files) gets its box area times this, the OKS scale
+#: of CrowdPose's own evaluation (``use_area=False``).
+BOX_AREA_FACTOR = 0.53
 
 
 def resolve_image_path(root: Path, file_name: str) -> Path:
@@ -69,6 +73,25 @@ class CocoPersons:
         for ann in self.annotations:
             by_image[ann["image_id"]].append(ann)
         self._by_image = dict(by_image)
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """The OKS sigmas of the dataset's keypoints (from its person category)."""
+        return keypoint_sigmas(self.category, str(self.annotation_file))
+
+    @property
+    def skeleton(self) -> list[tuple[int, int]]:
+        """1-based joint pairs to draw (from the person category, checked against J)."""
+        return skeleton_of(self.category)
+
+    def check_keypoints(self, names: Sequence[str], model: str | Path) -> None:
+        """A model (its folder ``model``) predicts the keypoints ``names``: they must be this
+        split's, or a DataError says which joints each side has."""
+        if list(names) != list(self.category["keypoints"]):
+            raise DataError(f"{model}: the model predicts {len(names)} joints "
+                            f"({', '.join(names)}), but {self.annotation_file} has "
+                            f"{self.num_joints} ({', '.join(self.category['keypoints'])}): "
+                            "train it on this dataset")
 
     def image_path(self, image_id: int) -> Path:
         return resolve_image_path(self.image_root, self.images[image_id]["file_name"])
@@ -155,7 +178,8 @@ def _validate_annotations(
                             f"{ann.get('image_id')!r}")
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(finite_number, bbox))):
-            raise DataError(f"{where}: annotation {aid} needs a bbox of 4 numbers, got {bbox!r}")
+            raise DataError(f"{where}: annotation {aid} needs a bbox of 4 finite numbers, got "
+                            f"{bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise DataError(f"{where}: annotation {aid} has a negative box size {bbox!r}")
         if ann.get("iscrowd", 0) not in (0, 1):
@@ -165,13 +189,33 @@ def _validate_annotations(
             kpts = [0] * (3 * num_joints)
         if not (isinstance(kpts, list) and len(kpts) == 3 * num_joints
                 and all(map(finite_number, kpts))):
-            n = len(kpts) if isinstance(kpts, list) else kpts
+            got = (f"{len(kpts)} values" if isinstance(kpts, list) and len(kpts) != 3 * num_joints
+                   else "a value that is not a finite number" if isinstance(kpts, list)
+                   else repr(kpts)[:40])
             raise DataError(f"{where}: annotation {aid} keypoints must be {3 * num_joints} "
-                            f"numbers (3 x {num_joints} joints), got {n}")
+                            f"finite numbers (3 x {num_joints} joints), got {got}")
+        area = ann.get("area", bbox[2] * bbox[3] * BOX_AREA_FACTOR)
+        if not finite_number(area) or area < 0:
+            raise DataError(f"{where}: annotation {aid} has area {area!r}")
         labeled = int(sum(1 for v in kpts[2::3] if v > 0))
         persons.append({**ann, "keypoints": kpts, "iscrowd": ann.get("iscrowd", 0),
-                        "num_keypoints": ann.get("num_keypoints", labeled)})
+                        "num_keypoints": ann.get("num_keypoints", labeled), "area": area})
     return persons
+
+
+def complete_image_file(path: Path) -> bool:
+    """False for a JPEG without its end marker or a PNG without its end chunk: files that
+    OpenCV still decodes (with a warning), the missing part grey."""
+    suffix = path.suffix.lower()
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read()
+    if suffix in (".jpg", ".jpeg"):
+        return tail.rstrip(b"\x00\r\n \t").endswith(b"\xff\xd9")
+    if suffix == ".png":
+        return b"IEND" in tail[-12:]
+    return True
 
 
 def _check_images(coco: CocoPersons, check: ImageCheck) -> None:
@@ -185,6 +229,8 @@ def _check_images(coco: CocoPersons, check: ImageCheck) -> None:
                 raise DataError(f"{path}: image file not found (image id {iid})")
             continue
         h, w = read_image(path).shape[:2]
+        if not complete_image_file(path):
+            raise DataError(f"{path}: image file is truncated (image id {iid})")
         if (w, h) != (rec["width"], rec["height"]):
             raise DataError(f"{path}: image is {w}x{h} but {coco.annotation_file.name} says "
                             f"{rec['width']}x{rec['height']} (image id {iid})")

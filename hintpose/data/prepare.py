@@ -14,7 +14,8 @@ from hintpose.data.coco import CocoPersons, load_coco, load_split, write_manifes
 from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
 from hintpose.data.params import DatasetParams
 from hintpose.data.synthetic import generate_split
-from hintpose.errors import ConfigError
+from hintpose.errors import ConfigError, DataError
+from hintpose.io import finish_dir, start_dir
 
 SPLITS = ("train", "val")
 
@@ -40,7 +41,13 @@ def _import_coco(tmp: Path, params: DatasetParams, root: Path) -> dict[str, tupl
                                   "dataset.kind is coco")
         img_root = (root / img).resolve()
         coco = load_coco(root / ann, img_root, params.coco.verify_images)
+        if not coco.training_persons():
+            raise DataError(f"{root / ann}: no person with labeled keypoints to train or "
+                            "evaluate on")
         data = dict(coco.data)
+        # the validated persons: what every stage reads (an ``area`` filled in where the
+        # file has none, as CrowdPose's, which MMDetection's loader needs)
+        data["annotations"] = coco.annotations
         data["images"] = [
             {**rec, "crowdIndex": rec.get("crowdIndex", crowd_index(coco.annotations_of(iid)))}
             for iid, rec in coco.images.items()
@@ -50,31 +57,39 @@ def _import_coco(tmp: Path, params: DatasetParams, root: Path) -> dict[str, tupl
     return splits
 
 
+def build_dataset(out_dir: Path, params: DatasetParams, root: Path = Path("."),
+                  progress: bool = True) -> dict[str, CocoPersons]:
+    """Write the dataset for ``out_dir`` (images, ``annotations/person_keypoints_{train,val}
+    .json`` and a manifest) into its :func:`hintpose.io.partial_dir`, validate it and return
+    the loaded splits; :func:`hintpose.io.finish_dir` moves it in once every other output of
+    the stage is ready too. ``root`` resolves the relative paths of an imported dataset. A
+    failure removes the partial folder."""
+    tmp = start_dir(out_dir)
+    try:
+        if params.kind == "synthetic":
+            counts = {"train": params.train_images, "val": params.val_images}
+            splits = {}
+            for split in SPLITS:
+                data = generate_split(tmp, split, counts[split], params.seed, params.synthetic,
+                                      progress=progress)
+                write_json(tmp / annotation_name(split), data)
+                splits[split] = (annotation_name(split), "images")
+        else:
+            splits = _import_coco(tmp, params, root)
+        write_manifest(tmp, splits, params.kind)
+        check = "exists" if params.kind == "synthetic" else "none"
+        return {split: load_split(tmp, split, check) for split in SPLITS}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def prepare_dataset(out_dir: Path, params: DatasetParams, root: Path = Path("."),
                     progress: bool = True) -> dict[str, CocoPersons]:
-    """Write ``out_dir`` (images, ``annotations/person_keypoints_{train,val}.json`` and a
-    manifest) and return the loaded splits. Work happens in a sibling folder that replaces
-    ``out_dir`` only once everything is written and re-validated; ``root`` resolves the
-    relative paths of an imported dataset."""
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if params.kind == "synthetic":
-        counts = {"train": params.train_images, "val": params.val_images}
-        splits = {}
-        for split in SPLITS:
-            data = generate_split(tmp, split, counts[split], params.seed, params.synthetic,
-                                  progress=progress)
-            write_json(tmp / annotation_name(split), data)
-            splits[split] = (annotation_name(split), "images")
-    else:
-        splits = _import_coco(tmp, params, root)
-    write_manifest(tmp, splits, params.kind)
-    check = "exists" if params.kind == "synthetic" else "none"
-    loaded = {split: load_split(tmp, split, check) for split in SPLITS}
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return {split: load_split(out_dir, split) for split in loaded}
+    """:func:`build_dataset`, moved into ``out_dir`` at once; the splits loaded from there."""
+    build_dataset(out_dir, params, root, progress)
+    finish_dir(out_dir)
+    return {split: load_split(out_dir, split) for split in SPLITS}
 
 
 def dataset_stats(coco: CocoPersons) -> dict[str, float]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hintpose.errors import DataError
 from hintpose.io import read_json, save_torch, write_json
+
+if TYPE_CHECKING:  # torch is imported where it is used: a stage may read model.json first
+    import torch
+    from torch import nn
 
 MODEL_WEIGHTS = "model.pt"
 MODEL_CONFIG = "model.json"
@@ -31,6 +32,12 @@ def save_network(out_dir: Path, net: nn.Module, config: dict[str, Any]) -> None:
     write_json(Path(out_dir) / MODEL_CONFIG, config)
 
 
+def read_config(model_dir: Path, what: str, stage: str) -> dict[str, Any]:
+    """The ``model.json`` of a model folder (no torch needed)."""
+    return read_json(Path(model_dir) / MODEL_CONFIG, f"{what} description (run the {stage} "
+                     "stage)")
+
+
 def load_network(model_dir: Path, build: Callable[[dict[str, Any]], nn.Module], what: str,
                  stage: str, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
     """Rebuild the network of a model folder written by :func:`save_network` with ``build``:
@@ -38,7 +45,7 @@ def load_network(model_dir: Path, build: Callable[[dict[str, Any]], nn.Module], 
     a DataError naming it (``what``: the network's name; ``stage``: the stage that writes
     the folder)."""
     model_dir = Path(model_dir)
-    config = read_json(model_dir / MODEL_CONFIG, f"{what} description (run the {stage} stage)")
+    config = read_config(model_dir, what, stage)
     try:
         net = build(config)
     except (KeyError, TypeError, ValueError) as exc:
@@ -47,6 +54,8 @@ def load_network(model_dir: Path, build: Callable[[dict[str, Any]], nn.Module], 
     weights = model_dir / MODEL_WEIGHTS
     if not weights.is_file():
         raise DataError(f"{weights}: {what} weights not found (run the {stage} stage)")
+    import torch
+
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:

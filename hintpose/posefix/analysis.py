@@ -12,7 +12,6 @@ import numpy as np
 
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
-from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.transforms import flip_pairs_from_names
 from hintpose.posefix.synthesis import ERROR_TYPES, KS_GOOD, KS_JITTER
 from hintpose.topdown.postprocess import coco_oks, keypoint_similarity
@@ -55,8 +54,7 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
     OKS (at least ``min_oks``; each GT once); counted overall, by the input joint's error type
     and by the image's crowd level."""
     names = coco.category["keypoints"]
-    sigmas = COCO_SIGMAS if coco.num_joints == len(COCO_SIGMAS) else np.full(
-        coco.num_joints, 0.079)
+    sigmas = coco.sigmas
     counterpart = np.full(coco.num_joints, -1)
     for a, b in flip_pairs_from_names(names):
         counterpart[a], counterpart[b] = b, a

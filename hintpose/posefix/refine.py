@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, validate_keypoint_results
-from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.transforms import flip_pairs_from_names, transform_points
 from hintpose.io import read_json
 from hintpose.models.folder import load_network
@@ -108,9 +107,8 @@ def refine_results(net: PoseFix, config: dict[str, Any], coco: CocoPersons,
     kpts = np.array([np.reshape(e["keypoints"], (-1, 3)) for e in refined]).reshape(
         len(refined), config["num_joints"], 3)
     scores = np.array([e["score"] for e in refined], dtype=np.float64)
-    sigmas = COCO_SIGMAS if kpts.shape[1] == len(COCO_SIGMAS) else np.full(kpts.shape[1], 0.079)
     kept = nms_per_image(kpts, scores, areas, [e["image_id"] for e in refined], nms_thr,
-                         soft_nms, sigmas)
+                         soft_nms, coco.sigmas)
     results = [refined[i] for i in kept]
     stats = {"inputs": len(entries), "refined": len(todo), "results": len(results),
              "seconds": round(time.perf_counter() - start, 2), "flip_test": params.flip_test}

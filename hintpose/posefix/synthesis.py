@@ -36,7 +36,6 @@ from torch.utils.data import Dataset
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
-from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.data.transforms import (
     affine_matrix,
     box_to_center_size,
@@ -266,8 +265,7 @@ class PosefixTrainSet(Dataset):
         self.epoch = 0
         names = coco.category["keypoints"]
         self.groups = JointGroups.from_names(names)
-        self.sigmas = COCO_SIGMAS if coco.num_joints == len(COCO_SIGMAS) else np.full(
-            coco.num_joints, 0.079)
+        self.sigmas = coco.sigmas
         self.perm = np.arange(coco.num_joints)
         for a, b in flip_pairs_from_names(names):
             self.perm[a], self.perm[b] = b, a

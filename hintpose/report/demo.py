@@ -29,13 +29,15 @@ from hintpose.topdown.boxes import with_cues
 from hintpose.topdown.inference import run_inference
 
 
-def one_image_split(image: Path, folder: Path) -> Any:
-    """A one-image COCO split (no annotations) for ``image``, so that the pipeline's loaders
-    take it like any val image."""
+def one_image_split(image: Path, folder: Path, keypoint_names: list[str]) -> Any:
+    """A one-image COCO split (no annotations) for ``image`` with the pose model's keypoints,
+    so that the pipeline's loaders take it like any val image."""
     pixels = read_image(image)
     height, width = pixels.shape[:2]
+    category = {**person_category(len(keypoint_names)), "keypoints": list(keypoint_names),
+                "skeleton": []}  # drawn from the names (hintpose.data.keypoints.skeleton_of)
     data = {"images": [{"id": 1, "file_name": image.name, "width": width, "height": height}],
-            "annotations": [], "categories": [person_category()]}
+            "annotations": [], "categories": [category]}
     path = folder / "demo.json"
     path.write_text(json.dumps(data))
     return load_coco(path, image.parent, check_images="decode")
@@ -67,11 +69,11 @@ def main() -> None:
     params = load_params(args.params)
     rt = Runtime(resolve_device(params.runtime.device))
     with tempfile.TemporaryDirectory() as tmp:
-        coco = one_image_split(args.image.resolve(), Path(tmp))
+        net, config = load_pose_model(args.model, rt.device)
+        coco = one_image_split(args.image.resolve(), Path(tmp), config["keypoint_names"])
         detector, label = load_detector(args.detector, rt.device)
         boxes = detect_images(detector, [(1, args.image)], label, 1,
                               params.detector.score_thr, params.detector.min_box_size)
-        net, config = load_pose_model(args.model, rt.device)
         if boxes and config["instance_cue"]:
             cue_net, cue_config = load_cue_net(args.cue_net, rt.device)
             cues = multiposenet_cues(cue_net, cue_config, coco, boxes, params.cues, rt,
@@ -82,7 +84,7 @@ def main() -> None:
             results = run_inference(net, config, coco, boxes, str(args.image),
                                     Path(tmp) / "heatmaps.npy", params.eval, rt).results
     canvas = read_image(args.image)
-    skeleton = person_category()["skeleton"]
+    skeleton = coco.skeleton
     shown = [r for r in results if r["score"] >= args.min_score]
     for i, r in enumerate(sorted(shown, key=lambda r: -r["score"])):
         kpts = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)

@@ -139,7 +139,7 @@ def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPers
     params = inference_data_params(config)
     instances = [Instance(pick.image_id, pick.bbox, 1.0, cue=c) for c in pick.cues]
     dataset = TopDownDataset(coco, instances, params, train=False)
-    skeleton = coco.category.get("skeleton", [])
+    skeleton = coco.skeleton
     fig, axes = plt.subplots(2, 3, figsize=(7.5, 6.2))
     for row, i in enumerate(range(len(instances))):
         image, _, _, cue, meta = dataset[i]
@@ -192,15 +192,15 @@ def most_crowded_persons(coco: CocoPersons, count: int) -> list[dict[str, Any]]:
     return [ann for _, _, ann in scored[:count]]
 
 
-def best_match(ann: dict[str, Any], results: Sequence[dict[str, Any]]) -> tuple[
-        np.ndarray | None, float]:
-    """The result of ``ann``'s image with the highest OKS to it, and that OKS."""
+def best_match(ann: dict[str, Any], results: Sequence[dict[str, Any]],
+               sigmas: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """The result of ``ann``'s image with the highest OKS (``sigmas``) to it, and that OKS."""
     own = [r for r in results if r["image_id"] == ann["image_id"]]
     if not own:
         return None, 0.0
     gt = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
     preds = np.array([r["keypoints"] for r in own], dtype=np.float64).reshape(len(own), -1, 3)
-    oks = coco_oks(gt, preds, float(ann["area"]))
+    oks = coco_oks(gt, preds, float(ann["area"]), sigmas)
     k = int(np.argmax(oks))
     return preds[k], float(oks[k])
 
@@ -211,7 +211,7 @@ def plot_crowded_grid(coco: CocoPersons, persons: Sequence[dict[str, Any]],
     in the caption), cropped around the person's box."""
     plt = _pyplot()
     names = list(results)
-    skeleton = coco.category.get("skeleton", [])
+    skeleton = coco.skeleton
     cols = 1 + len(names)
     fig, axes = plt.subplots(len(persons), cols, figsize=(2.3 * cols, 2.6 * len(persons)),
                              squeeze=False)
@@ -224,7 +224,7 @@ def plot_crowded_grid(coco: CocoPersons, persons: Sequence[dict[str, Any]],
         y1 = int(min(image.shape[0], y + h + pad))
         panels = [("GT", np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3), None)]
         for name in names:
-            pred, oks = best_match(ann, results[name])
+            pred, oks = best_match(ann, results[name], coco.sigmas)
             panels.append((name, pred, oks))
         for col, (title, kpts, oks) in enumerate(panels):
             canvas = image.copy()

@@ -61,7 +61,7 @@ def dataset_sheet(coco: CocoPersons, image_ids: Sequence[int], columns: int = 4,
         persons = [a for a in coco.annotations_of(image_id) if not a.get("iscrowd", 0)]
         for i, ann in enumerate(persons):
             kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
-            draw_person(image, kpts, coco.category.get("skeleton", []),
+            draw_person(image, kpts, coco.skeleton,
                         PALETTE[i % len(PALETTE)], ann["bbox"])
         tiles.append(image)
         ci = coco.images[image_id].get("crowdIndex")

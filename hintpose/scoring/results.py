@@ -202,9 +202,9 @@ def plot_ap_by_crowd(results: pd.DataFrame, path: str | Path) -> None:
 
 
 def score_results(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], name: str,
-                  boxes: str) -> dict[str, Any]:
-    """Score one result set against the GT (a COCO keypoint dict): ``score_record`` of its
-    COCO stats and crowd-level AP/AR."""
+                  boxes: str, source: str = "results") -> dict[str, Any]:
+    """Score one result set (read from ``source``, which errors name) against the GT (a COCO
+    keypoint dict): ``score_record`` of its COCO stats and crowd-level AP/AR."""
     gt_dict, dets = dict(gt), list(results)
-    return score_record(name, boxes, coco_keypoint_eval(gt_dict, dets),
-                        crowd_level_eval(gt_dict, dets))
+    return score_record(name, boxes, coco_keypoint_eval(gt_dict, dets, source=source),
+                        crowd_level_eval(gt_dict, dets, source))

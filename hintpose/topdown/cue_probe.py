@@ -30,6 +30,7 @@ import torch
 from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou, oracle_point, points_in_box
+from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.runtime import Runtime, current_dist
 from hintpose.topdown.codec import decode
 from hintpose.topdown.inference import inference_data_params, predict_heatmaps
@@ -89,18 +90,20 @@ def probe_instances(pairs: list[Pair], use_cue: bool) -> list[Instance]:
     return out
 
 
-def follow_stats(pairs: list[Pair], own: np.ndarray, other: np.ndarray) -> dict[str, float]:
+def follow_stats(pairs: list[Pair], own: np.ndarray, other: np.ndarray,
+                 sigmas: np.ndarray = COCO_SIGMAS) -> dict[str, float]:
     """``oks_own``, ``oks_other``, ``follow_rate`` (see the module docstring) of the poses
-    predicted cued on a (``own``, (P, J, 2+)) and cued on b (``other``)."""
+    predicted cued on a (``own``, (P, J, 2+)) and cued on b (``other``), with the dataset's
+    OKS ``sigmas``."""
     if not pairs:
         return {"pairs": 0, "oks_own": 0.0, "oks_other": 0.0, "follow_rate": 0.0}
     rows = []
     for (a, b, _, _), p_own, p_other in zip(pairs, own, other, strict=True):
         gt_a = np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
         gt_b = np.asarray(b["keypoints"], np.float64).reshape(-1, 3)
-        rows.append((coco_oks(gt_a, p_own[None], float(a["area"]))[0],
-                     coco_oks(gt_b, p_other[None], float(b["area"]))[0],
-                     coco_oks(gt_a, p_other[None], float(a["area"]))[0]))
+        rows.append((coco_oks(gt_a, p_own[None], float(a["area"]), sigmas)[0],
+                     coco_oks(gt_b, p_other[None], float(b["area"]), sigmas)[0],
+                     coco_oks(gt_a, p_other[None], float(a["area"]), sigmas)[0]))
     oks = np.asarray(rows)
     return {"pairs": len(pairs), "oks_own": round(float(oks[:, 0].mean()), 4),
             "oks_other": round(float(oks[:, 1].mean()), 4),
@@ -118,7 +121,7 @@ def run_cue_probe(
     use_cue = bool(config["instance_cue"])
     pairs = crowded_pairs(coco, params.cue_probe_pairs)
     if not pairs:
-        return follow_stats(pairs, np.zeros(0), np.zeros(0))
+        return follow_stats(pairs, np.zeros(0), np.zeros(0), coco.sigmas)
     dataset = TopDownDataset(coco, probe_instances(pairs, use_cue), inference_data_params(config),
                              False)
     centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
@@ -128,4 +131,4 @@ def run_cue_probe(
     heat = np.load(heatmap_file, mmap_mode="r")
     coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes)
     own, other = (coords[0::2], coords[1::2]) if use_cue else (coords, coords)
-    return follow_stats(pairs, own, other)
+    return follow_stats(pairs, own, other, coco.sigmas)

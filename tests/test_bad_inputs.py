@@ -1,0 +1,171 @@
+"""Bad inputs and faults end in one ``error:`` line naming the culprit, a non-zero exit, and the
+earlier outputs as they were (issue: CrowdPose and the failures that still broke)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hintpose.data.keypoints import person_category
+from hintpose.errors import DataError
+from hintpose.io import save_torch, write_atomic
+from hintpose.models.folder import load_network
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("dataset/marker.txt", "digest.json", "details.json", "sheet.png")
+
+
+def coco_files(folder: Path) -> dict:
+    """A valid two-image COCO keypoint split (JPEGs) in ``folder``; returns its JSON."""
+    (folder / "images").mkdir(parents=True)
+    images, anns = [], []
+    rng = np.random.default_rng(0)
+    for i in (1, 2):
+        cv2.imwrite(str(folder / "images" / f"{i}.jpg"), rng.integers(0, 255, (96, 128, 3),
+                                                                        dtype=np.uint8))
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 128, "height": 96})
+        kpts = np.zeros((17, 3))
+        kpts[:, :2] = rng.uniform(30, 60, (17, 2))
+        kpts[:, 2] = 2
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 50, 60],
+                     "area": 3000, "iscrowd": 0, "num_keypoints": 17,
+                     "keypoints": kpts.round(1).ravel().tolist()})
+    return {"images": images, "annotations": anns, "categories": [person_category()]}
+
+
+def run_prepare(tmp: Path, data: dict, verify: str = "decode", edit_params=None) -> str:
+    """Write ``data`` as both splits, run the prepare stage over earlier outputs; the stage's
+    stderr (it must fail)."""
+    (tmp / "ann.json").write_text(json.dumps(data))
+    params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params["dataset"]["kind"] = "coco"
+    params["dataset"]["coco"] = {
+        "train_annotations": str(tmp / "ann.json"), "train_images": str(tmp / "images"),
+        "val_annotations": str(tmp / "ann.json"), "val_images": str(tmp / "images"),
+        "verify_images": verify}
+    if edit_params is not None:
+        edit_params(params)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp / "out"
+    for name in OUTPUTS:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("earlier")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages/prepare.py"), "--params", str(tmp / "params.yaml"),
+         "--out", str(out / "dataset"), "--digest", str(out / "digest.json"),
+         "--details", str(out / "details.json"), "--sheet", str(out / "sheet.png")],
+        capture_output=True, text=True, cwd=tmp)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for name in OUTPUTS:  # every earlier output untouched, nothing half-built left over
+        assert (out / name).read_text() == "earlier", name
+    assert not list(out.glob("*.partial")), "a partial folder was left behind"
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[-1]
+
+
+def nan_bbox(data: dict, tmp: Path) -> None:
+    data["annotations"][1]["bbox"][2] = math.nan
+
+
+def inf_keypoint(data: dict, tmp: Path) -> None:
+    data["annotations"][0]["keypoints"][4] = math.inf
+
+
+def truncated_jpeg(data: dict, tmp: Path) -> None:
+    path = tmp / "images" / "2.jpg"
+    path.write_bytes(path.read_bytes()[:-400])
+
+
+def corrupt_image(data: dict, tmp: Path) -> None:
+    (tmp / "images" / "2.jpg").write_bytes(b"not an image at all")
+
+
+def no_annotations(data: dict, tmp: Path) -> None:
+    data["annotations"] = []
+
+
+def escaping_path(data: dict, tmp: Path) -> None:
+    data["images"][0]["file_name"] = "../../etc/passwd"
+
+
+PREPARE_CASES = {
+    # name: (break the data, verify_images, the message, which must name the culprit)
+    "NaN bbox": (nan_bbox, "decode", r"ann\.json: annotation 2 needs a bbox of 4 finite"),
+    "inf keypoint": (inf_keypoint, "decode",
+                     r"ann\.json: annotation 1 keypoints must be 51 finite numbers .* not a "
+                     r"finite number"),
+    "truncated JPEG": (truncated_jpeg, "decode", r"2\.jpg: image file is truncated"),
+    "corrupt image, files only checked for existence": (
+        corrupt_image, "exists", r"2\.jpg: image does not decode"),
+    "no annotated person": (no_annotations, "decode",
+                            r"ann\.json: no person with labeled keypoints"),
+    "path escaping the image root": (escaping_path, "decode",
+                                     r"file_name '\.\./\.\./etc/passwd' escapes the image root"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREPARE_CASES))
+def test_prepare_refuses_bad_data_and_keeps_earlier_outputs(case: str, tmp_path: Path) -> None:
+    breaker, verify, message = PREPARE_CASES[case]
+    data = coco_files(tmp_path)
+    breaker(data, tmp_path)
+    line = run_prepare(tmp_path, data, verify)
+    assert __import__("re").search(message, line), line
+
+
+def test_a_non_finite_param_is_refused(tmp_path: Path) -> None:
+    def inf_lr(params: dict) -> None:
+        params["pose"]["train"]["lr"] = math.inf
+
+    line = run_prepare(tmp_path, coco_files(tmp_path), edit_params=inf_lr)
+    assert line == "error: params.yaml: pose.train.lr must be a finite number, got inf"
+
+
+def test_a_full_disk_is_one_error_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "model.pt"
+    target.write_text("earlier")
+
+    def full(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DataError, match=r"model\.pt: cannot be written \(No space left"):
+        write_atomic(target, full)
+    assert target.read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.pt"]
+
+
+def test_a_truncated_checkpoint_is_named_as_such(tmp_path: Path) -> None:
+    net = torch.nn.Linear(2, 2)
+    save_torch(net.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "model.json").write_text("{}")
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"model\.pt: not a readable state dict \(truncated"):
+        load_network(tmp_path, lambda config: torch.nn.Linear(2, 2), "test net", "train")
+
+
+def test_scoring_names_the_results_file_and_checks_the_category(tmp_path: Path) -> None:
+    from hintpose.scoring.results import score_results
+
+    gt = coco_files(tmp_path)
+    perfect = [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 0.9}
+               for a in gt["annotations"]]
+    scores = score_results(gt, perfect, "m", "det", "results_det.json")  # no category_id
+    assert scores["AP"] == pytest.approx(1.0)
+    result = perfect[0]
+    with pytest.raises(DataError, match=r"results_det\.json: entry 0 has category_id 7"):
+        score_results(gt, [{**result, "category_id": 7}], "m", "det", "results_det.json")
+    with pytest.raises(DataError, match=r"results_det\.json: entry 0 refers to unknown image"):
+        score_results(gt, [{**result, "image_id": 99}], "m", "det", "results_det.json")
