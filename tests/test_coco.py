@@ -33,7 +33,12 @@ def test_ochuman_annotations(annotations: Path) -> None:
 def test_crowdpose_fourteen_joints_no_area(annotations: Path) -> None:
     coco = load_coco(annotations / "mmpose_crowdpose/test_crowdpose.json", annotations, "none")
     assert coco.num_joints == 14 and len(coco.training_persons()) == 4
-    assert all("area" not in a for a in coco.annotations)
+    # CrowdPose's files have no area: every person gets 0.53 x its box, as its evaluation
+    raw = {a["id"]: a for a in json.loads((annotations / "mmpose_crowdpose/test_crowdpose.json")
+                                          .read_text())["annotations"]}
+    assert all("area" not in raw[a["id"]] for a in coco.annotations)
+    assert all(a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3] * 0.53)
+               for a in coco.annotations)
     # our crowd index reproduces the values shipped with CrowdPose
     for iid, rec in coco.images.items():
         assert crowd_index(coco.annotations_of(iid)) == pytest.approx(rec["crowdIndex"], abs=0.01)
@@ -108,7 +113,7 @@ def test_tiny_valid(tmp_path: Path, tiny) -> None:
     ("edit", "message"),
     [
         (lambda d: d["annotations"][0].update(keypoints=[0] * 50),
-         "annotation 7 keypoints must be 51 numbers (3 x 17 joints), got 50"),
+         "annotation 7 keypoints must be 51 finite numbers (3 x 17 joints), got 50 values"),
         (lambda d: d["images"][1].update(file_name="../escape.jpg"), "escapes the image root"),
         (lambda d: d["images"][1].update(file_name="/etc/passwd"), "escapes the image root"),
         (lambda d: d["images"].append(dict(d["images"][0])), "duplicate image id 1"),
@@ -118,7 +123,7 @@ def test_tiny_valid(tmp_path: Path, tiny) -> None:
         (lambda d: d["images"][1].update(file_name="missing.jpg"),
          "missing.jpg: image file not found"),
         (lambda d: d["images"][0].update(width=61), "image is 60x40 but ann.json says 61x40"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "needs a bbox of 4 numbers"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "needs a bbox of 4 finite numbers"),
         (lambda d: d.update(categories=[{"id": 1, "name": "person"}]), "no category with"),
         (lambda d: d.pop("images"), "'images' must be a list"),
     ],
