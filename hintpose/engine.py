@@ -79,6 +79,17 @@ class Task:
 
 
 @dataclass
+class TrainResult:
+    """A trained network (unwrapped, on the training device), what rebuilds it (its
+    ``model.json``) and its per-epoch log; ``resumed_epochs`` came from a checkpoint."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    log: list[dict[str, float]]
+    resumed_epochs: int
+
+
+@dataclass
 class Fitted:
     """The per-epoch log of a run (rows of :meth:`Task.row`, validation, lr, seconds, img/s)
     and how many of its epochs came from a checkpoint."""

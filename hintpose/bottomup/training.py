@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from hintpose.bottomup.targets import Augmentation, BottomUpDataset, build_codec, make_loader
 from hintpose.config import MultiPoseNetParams
 from hintpose.data.coco import CocoPersons
-from hintpose.engine import Schedule, Task, fit
+from hintpose.engine import Schedule, Task, TrainResult, fit
 from hintpose.errors import ConfigError, DataError, HintPoseError
 from hintpose.models.multiposenet import MultiPoseNet, multiposenet_loss
 from hintpose.runtime import Runtime
@@ -115,14 +114,6 @@ class BottomUpTask(Task):
         if not count:
             return {"val_loss": math.nan, "val_loss_final": math.nan}
         return {"val_loss": total / count, "val_loss_final": final / count}
-
-
-@dataclass
-class TrainResult:
-    model: MultiPoseNet
-    config: dict[str, Any]
-    log: list[dict[str, float]]
-    resumed_epochs: int
 
 
 def train_multiposenet(

@@ -113,6 +113,16 @@ class CocoPersons:
         return persons
 
 
+def check_bbox(bbox: Any, where: str) -> list[float]:
+    """A COCO box [x, y, w, h] of 4 finite numbers with w, h >= 0, as floats; anything else is
+    a DataError starting with ``where``."""
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(finite_number, bbox))):
+        raise DataError(f"{where} needs a bbox of 4 finite numbers [x, y, w, h], got {bbox!r}")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise DataError(f"{where} has a negative box size {bbox!r}")
+    return [float(v) for v in bbox]
+
+
 def clip_box(bbox: Iterable[float], width: int, height: int) -> list[float] | None:
     """Clip a COCO box to the image as HRNet does; None when nothing is left."""
     x, y, w, h = bbox
@@ -176,12 +186,7 @@ def _validate_annotations(
         if ann.get("image_id") not in images:
             raise DataError(f"{where}: annotation {aid} refers to unknown image id "
                             f"{ann.get('image_id')!r}")
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(finite_number, bbox))):
-            raise DataError(f"{where}: annotation {aid} needs a bbox of 4 finite numbers, got "
-                            f"{bbox!r}")
-        if bbox[2] < 0 or bbox[3] < 0:
-            raise DataError(f"{where}: annotation {aid} has a negative box size {bbox!r}")
+        bbox = check_bbox(ann.get("bbox"), f"{where}: annotation {aid}")
         if ann.get("iscrowd", 0) not in (0, 1):
             raise DataError(f"{where}: annotation {aid} has iscrowd {ann.get('iscrowd')!r}")
         kpts = ann.get("keypoints")

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons
-from hintpose.engine import Schedule, Task, fit
+from hintpose.engine import Schedule, Task, TrainResult, fit
 from hintpose.errors import DataError
 from hintpose.models.posefix import PoseFix, posefix_loss
 from hintpose.posefix.synthesis import NETWORK_KEYS, PosefixTrainSet, posefix_people
@@ -99,14 +98,6 @@ class PosefixTask(Task):
             n = batch[0].shape[0]
             total, l1_total, count = total + loss.item() * n, l1_total + l1.item() * n, count + n
         return {"val_loss": total / max(count, 1), "val_l1": l1_total / max(count, 1)}
-
-
-@dataclass
-class TrainResult:
-    model: PoseFix
-    config: dict[str, Any]
-    log: list[dict[str, float]]
-    resumed_epochs: int
 
 
 def train_posefix(train_coco: CocoPersons, val_coco: CocoPersons | None,

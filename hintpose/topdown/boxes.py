@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hintpose.data.coco import CocoPersons, result_records
+from hintpose.data.coco import CocoPersons, check_bbox, result_records
 from hintpose.errors import DataError
 from hintpose.io import finite_number, read_json
 
@@ -27,13 +27,7 @@ def read_boxes(path: str | Path, coco: CocoPersons) -> list[dict[str, Any]]:
     for where, rec in result_records(read_json(path, "detections file"), str(path), coco.images,
                                      coco.category["id"], "detections",
                                      coco.annotation_file.name):
-        bbox = rec.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(finite_number, bbox))):
-            raise DataError(f"{where} needs a bbox of 4 finite numbers [x, y, w, h], got "
-                            f"{bbox!r}")
-        if bbox[2] < 0 or bbox[3] < 0:
-            raise DataError(f"{where} has a negative box size {bbox!r}")
-        boxes.append({"image_id": rec["image_id"], "bbox": [float(v) for v in bbox],
+        boxes.append({"image_id": rec["image_id"], "bbox": check_bbox(rec.get("bbox"), where),
                       "score": float(rec["score"])})
     return boxes
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from hintpose.config import ModelParams, PoseParams, PoseTrainParams
 from hintpose.data.coco import CocoPersons
-from hintpose.engine import Schedule, Task, fit, mean_over
+from hintpose.engine import Schedule, Task, TrainResult, fit, mean_over
 from hintpose.errors import ConfigError, DataError, HintPoseError
 from hintpose.io import file_digest, save_torch
 from hintpose.models.folder import plain_state
@@ -251,16 +250,6 @@ def _fingerprint(config: dict[str, Any], pose: PoseParams, tp: PoseTrainParams, 
     """Everything that decides the trained weights (a checkpoint resumes only when equal)."""
     return {**config, "data": dataclasses.asdict(pose.data), "train": dataclasses.asdict(tp),
             "init": init, "instances": digest}
-
-
-@dataclass
-class TrainResult:
-    """A trained model (unwrapped, on the training device) and its per-epoch log."""
-
-    model: HintPose
-    config: dict[str, Any]
-    log: list[dict[str, float]]
-    resumed_epochs: int  # epochs taken from the checkpoint (0: trained from scratch)
 
 
 def train_pose_model(
