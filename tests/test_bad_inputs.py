@@ -169,3 +169,29 @@ def test_scoring_names_the_results_file_and_checks_the_category(tmp_path: Path) 
         score_results(gt, [{**result, "category_id": 7}], "m", "det", "results_det.json")
     with pytest.raises(DataError, match=r"results_det\.json: entry 0 refers to unknown image"):
         score_results(gt, [{**result, "image_id": 99}], "m", "det", "results_det.json")
+
+
+def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
+    """A 17-joint model on CrowdPose's 14 joints: one message naming both, before any work."""
+    from hintpose.data.coco import write_manifest
+
+    crowdpose = ROOT / "tests/data/realdata/mmpose_crowdpose/test_crowdpose.json"
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    write_manifest(dataset, {"train": (str(crowdpose), str(tmp_path)),
+                             "val": (str(crowdpose), str(tmp_path))}, "coco")
+    model = tmp_path / "models" / "coco17"
+    model.mkdir(parents=True)
+    (model / "model.json").write_text(json.dumps(
+        {"num_joints": 17, "keypoint_names": person_category()["keypoints"]}))
+    (tmp_path / "det.json").write_text("[]")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages/infer.py"), "--params",
+         str(ROOT / "params.smoke.yaml"), "--model-dir", str(model), "--dataset", str(dataset),
+         "--detections", str(tmp_path / "det.json"), "--out", str(tmp_path / "infer"),
+         "--details", str(tmp_path / "details.json")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {model}: the model predicts 17 joints (nose, ") and (
+        "test_crowdpose.json has 14 (left_shoulder" in line), line
+    assert not (tmp_path / "infer").exists() and not (tmp_path / "details.json").exists()

@@ -115,3 +115,64 @@ def test_killing_the_launcher_kills_its_ranks(tmp_path: Path) -> None:
     while any(alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(pid) for pid in pids), "a rank outlived its launcher"
+
+
+@pytest.mark.slow
+def test_a_killed_training_stage_leaves_no_rank_and_resumes(tmp_path: Path) -> None:
+    """kill -9 of a two-process train stage (as DVC or CI would): its ranks die with it, and
+    the rerun continues after the last finished epoch."""
+    import os
+    import signal
+    import subprocess
+
+    import yaml
+
+    from hintpose.data.params import DatasetParams, SyntheticConfig
+    from hintpose.data.prepare import prepare_dataset
+    from hintpose.trainlog import read_log
+
+    root = Path(__file__).resolve().parents[1]
+    prepare_dataset(tmp_path / "dataset", DatasetParams(
+        train_images=8, val_images=2, synthetic=SyntheticConfig()), progress=False)
+    params = yaml.safe_load((root / "params.smoke.yaml").read_text())
+    params["runtime"].update(procs=2, threads=1)
+    params["pose"]["pretrain"].update(epochs=6, max_samples=48, batch_size=4, val_samples=4)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, str(root / "stages/train.py"), "--pretrain", "--params",
+           str(tmp_path / "params.yaml"), "--dataset", str(tmp_path / "dataset"), "--out",
+           str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ckpt"), "--log-dir",
+           str(tmp_path / "log")]
+    stage = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(pid: int) -> list[int]:
+        kids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(stat.parent.name))
+        return kids
+
+    deadline = time.time() + 120
+    while not (tmp_path / "ckpt" / "last.pt").is_file():
+        assert stage.poll() is None and time.time() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    ranks = children(stage.pid)
+    assert len(ranks) == 2
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.wait()
+    deadline = time.time() + 15
+    while [r for r in ranks if Path(f"/proc/{r}").exists() and
+           Path(f"/proc/{r}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]:
+        assert time.time() < deadline, "a rank outlived its killed stage"
+        time.sleep(0.1)
+    assert not (tmp_path / "out").exists()  # nothing was written after the kill
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming from" in rerun.stdout and "after epoch" in rerun.stdout, rerun.stdout
+    assert (tmp_path / "out" / "hrnet.pt").is_file()
+    assert list(read_log(tmp_path / "log")["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "ckpt" / "last.pt").exists()
