@@ -200,10 +200,11 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
     repo, env = reproduced
     params = (repo / "params.yaml").read_text()
     edits = {
-        # a model's entry: that model, and the stages that read the list of models
+        # a model's entry: that model, and the stages that read the list of models (the
+        # report draws every model's training curves)
         ("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
          "ic_a: {instance_cue: true, recurrent: false, seed: 3}"):
-            {"train@ic_a", "ensemble", "score"},
+            {"train@ic_a", "ensemble", "score", "report"},
         # an inference setting: every infer stage, and the two that post-process again
         ("nms_thr: 0.9 ", "nms_thr: 0.8 "):
             {f"infer@{name}" for name in MODELS} | {"ensemble", "refine"},
