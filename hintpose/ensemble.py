@@ -9,7 +9,7 @@ and heatmap size.
 
 The heatmaps are streamed: ``chunk`` instances at a time are read with plain file reads (no
 memory map, whose touched pages would count as resident memory), averaged and decoded through
-``hintpose.topdown.inference.heatmaps_to_results``, the code path of a single model, so an
+``hintpose.topdown.postprocess.heatmaps_to_results``, the code path of a single model, so an
 ensemble of one member reproduces that member's results exactly.
 """
 

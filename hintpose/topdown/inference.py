@@ -2,9 +2,9 @@
 
 Heatmaps of every instance go into one float16 array on disk (a memory map filled batch by
 batch) next to an index of the instances, so the ensemble can stream them in chunks. Turning
-heatmaps into poses (decode -> rescoring -> per-image OKS-NMS) is ``heatmaps_to_results``,
-shared by single models and the ensemble. The flip test is ``eval.flip_test`` (off in the
-default).
+heatmaps into poses (decode -> rescoring -> per-image OKS-NMS) is
+``hintpose.topdown.postprocess.heatmaps_to_results``, shared by single models and the
+ensemble. The flip test is ``eval.flip_test`` (off in the default).
 """
 
 from __future__ import annotations
