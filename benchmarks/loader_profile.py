@@ -53,7 +53,8 @@ def main() -> None:
     images = [read_image(p) for p in paths]
     frames = [box_to_center_size(inst.bbox, aspect, data.box_padding) for inst in instances]
     mats = [affine_matrix(c, s, 0.0, size) for c, s in frames]
-    crops = [cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR) for img, m in zip(images, mats, strict=True)]
+    crops = [cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR)
+             for img, m in zip(images, mats, strict=True)]
     joints = [inst.keypoints for inst in instances]
     figures = {
         "decode_us": per_sample_us(lambda p: cv2.imread(str(p), cv2.IMREAD_COLOR), paths),
