@@ -18,103 +18,16 @@ from hintpose.data.params import DatasetParams
 from hintpose.errors import ConfigError
 from hintpose.settings import build
 from hintpose.settings import sub as _sub
+from hintpose.topdown.params import (  # noqa: F401 (re-exported)
+    HRNET_BLOCKS,
+    HRNET_MODULES,
+    PoseDataParams,
+    PoseParams,
+    PosePretrainParams,
+    PoseTrainParams,
+)
 
 # --------------------------------------------------------------------------- settings
-
-
-#: The official HRNet layout (hintpose.models.hrnet.OFFICIAL_MODULES / OFFICIAL_BLOCKS,
-#: repeated here so that validating params never imports torch; a test keeps them equal).
-HRNET_MODULES: tuple[int, int, int] = (1, 4, 3)
-HRNET_BLOCKS = 4
-
-
-@dataclass(frozen=True)
-class PoseDataParams:
-    """``pose.data``: top-down crops, targets, instance cues and HRNet's augmentation."""
-
-    input_width: int = field(default=72, metadata={"min": 16})
-    input_height: int = field(default=96, metadata={"min": 16})
-    #: Gaussian sigma of the heatmap targets at a 64x48 heatmap; scaled with the heatmap height.
-    sigma: float = field(default=3.0, metadata={"gt": 0})
-    #: Instance-cue Gaussian sigma and position jitter (std), in input pixels.
-    cue_sigma: float = field(default=4.0, metadata={"gt": 0})
-    cue_jitter: float = field(default=2.0, metadata={"min": 0})
-    #: Instance-cue models only: the probability that a training crop is framed by the box of
-    #: another person overlapping the target (IoU >= 0.1), while target and cue stay on the
-    #: target. Without it a crop's own box already names the person, and the cue is redundant.
-    other_box_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    box_padding: float = field(default=1.25, metadata={"min": 1.0})
-    #: HRNet's augmentation (official: 0.35, 45 degrees with probability 0.6, half body 0.3);
-    #: the defaults here learn faster on a schedule of minutes.
-    scale_factor: float = field(default=0.25, metadata={"min": 0, "lt": 1})
-    rotation_factor: float = field(default=30.0, metadata={"min": 0, "max": 180})
-    rotation_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    flip: bool = True
-    half_body_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    half_body_min_joints: int = field(default=8, metadata={"min": 2})
-
-
-@dataclass(frozen=True)
-class PoseTrainParams:
-    """``pose.train``: HRNet's COCO recipe (Adam, step decay) sized for this machine: each
-    model of ``models`` fine-tuned from the pretrained HRNet."""
-
-    epochs: int = field(default=2, metadata={"min": 1})
-    #: Per process (``runtime.procs`` of them under DDP).
-    batch_size: int = field(default=8, metadata={"min": 1})
-    lr: float = field(default=5e-4, metadata={"gt": 0})
-    #: Fractions of the schedule where the lr is multiplied by lr_factor (HRNet: 170/210, 200/210).
-    lr_steps: tuple[float, ...] = field(default=(0.5,), metadata={"gt": 0, "lt": 1})
-    lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
-    #: Use at most this many training persons per epoch (0: all of them).
-    max_samples: int = field(default=1200, metadata={"min": 0})
-    #: Persons of the val split used for the per-epoch validation loss (0: all of them).
-    val_samples: int = field(default=128, metadata={"min": 0})
-    workers: int = field(default=1, metadata={"min": 0})
-
-
-@dataclass(frozen=True)
-class PosePretrainParams(PoseTrainParams):
-    """``pose.pretrain``: one HRNet trained once on the train split, the shared starting point
-    of every pose model (the stand-in for the report's pretrained initialisation)."""
-
-    #: 0: no pretraining; the models start from ``pose.pretrained`` (or one random init).
-    epochs: int = field(default=8, metadata={"min": 0})
-    lr: float = field(default=2e-3, metadata={"gt": 0})
-    lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
-    max_samples: int = field(default=0, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
-
-
-@dataclass(frozen=True)
-class PoseParams:
-    """``pose``: settings shared by every top-down pose model."""
-
-    width: int = field(default=16, metadata={"min": 1})
-    #: HRNet modules in stages 2, 3, 4 and BasicBlocks per branch: official (1, 4, 3) and 4.
-    #: The default (1, 1, 1) and 2 is a shallow HRNet of this project (stage 1 as the official
-    #: one, four 256-channel Bottlenecks; stages 2-4 one module each, two BasicBlocks per
-    #: branch), 3.5x faster per step. ``pretrained`` checkpoints need the official layout.
-    modules: tuple[int, int, int] = field(default=(1, 1, 1), metadata={"min": 1})
-    blocks: int = field(default=2, metadata={"min": 1})
-    #: Conv initialisation from scratch: ``official`` N(0, 0.001) or ``he`` (kaiming normal,
-    #: this project's), which learns faster on a short schedule (see hintpose.models.hrnet).
-    init: str = field(default="he", metadata={"choices": ("official", "he")})
-    #: Hops of recurrent refinement (used by models with ``recurrent: true``).
-    hops: int = field(default=3, metadata={"min": 1})
-    #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...): the pretrain
-    #: stage starts from it.
-    pretrained: str = ""
-    data: PoseDataParams = _sub(PoseDataParams)
-    train: PoseTrainParams = _sub(PoseTrainParams)
-    pretrain: PosePretrainParams = _sub(PosePretrainParams)
-
-    def __post_init__(self) -> None:
-        official = (HRNET_MODULES, HRNET_BLOCKS)
-        if self.pretrained and (tuple(self.modules), self.blocks) != official:
-            raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "
-                              f"official HRNet layout {list(HRNET_MODULES)} and {HRNET_BLOCKS} "
-                              f"when pretrained is set ({self.pretrained})")
 
 
 @dataclass(frozen=True)
@@ -178,6 +91,9 @@ class EvalParams:
     #: OKS threshold of the per-image OKS-NMS; ``soft_nms`` selects soft OKS-NMS instead.
     nms_thr: float = field(default=0.9, metadata={"gt": 0, "max": 1})
     soft_nms: bool = False
+    #: Heatmap decoder (hintpose.topdown.codec.DECODERS): HRNet's quarter-pixel step
+    #: (``hrnet``, the report) or DARK's Taylor step (``dark``).
+    decoder: str = field(default="hrnet", metadata={"choices": ("hrnet", "dark")})
     #: HRNet's flip test (average with the mirrored input's heatmaps, shifted one pixel);
     #: off in the default, where it would double the inference time.
     flip_test: bool = False

@@ -27,6 +27,8 @@ import pandas as pd
 
 from hintpose.config import EnsembleParams, EvalParams
 from hintpose.errors import ConfigError, DataError
+from hintpose.io import read_json
+from hintpose.topdown.codec import heatmap_sigma
 from hintpose.topdown.outputs import InferenceRun, inference_files, read_instance_index
 from hintpose.topdown.postprocess import heatmaps_to_results
 
@@ -155,6 +157,25 @@ def load_member(member: Member, boxes: str) -> MemberInstances:
     return MemberInstances(member, index, heat, files["index"])
 
 
+def members_heatmap_sigma(members: Sequence[Member]) -> float:
+    """The target sigma (heatmap pixels) the members were trained with, from their
+    ``infer.json``: DARK's decoder smooths the averaged heatmaps with it. Members trained
+    with different sigmas are a DataError naming them."""
+    sigmas = {}
+    for member in members:
+        settings = read_json(member.folder / "infer.json", "inference settings")
+        try:
+            sigmas[member.name] = heatmap_sigma(settings["model"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{member.folder / 'infer.json'}: no model input size and sigma "
+                            f"(rerun infer@{member.name})") from None
+    if len(set(sigmas.values())) > 1:
+        listed = ", ".join(f"{k}: {v:g}" for k, v in sigmas.items())
+        raise DataError(f"ensemble members were trained with different heatmap sigmas "
+                        f"({listed}); their heatmaps cannot be decoded as one")
+    return next(iter(sigmas.values()), 1.0)
+
+
 def _boxes_of(inst: MemberInstances) -> pd.DataFrame:
     return inst.index.groupby("box_index")[list(BOX_COLUMNS + CROP_COLUMNS)].first()
 
@@ -256,13 +277,14 @@ def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
                     raise DataError(f"{inst.heatmaps.path}: {inst.heatmaps.shape[1]} joints, "
                                     f"but the dataset has {len(sigmas)}")
         index, sources = align_members(loaded)
+        sigma = members_heatmap_sigma(members) if params.decoder == "dark" else 1.0
         heatmaps = AveragedHeatmaps(loaded, sources, [m.weight for m in members])
         results = heatmaps_to_results(
             heatmaps, len(index), index[["center_x", "center_y"]].to_numpy(),
             index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
             index["box_score"].to_numpy(), category_id, chunk=chunk,
             in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms,
-            sigmas=sigmas)
+            sigmas=sigmas, decoder=params.decoder, heatmap_sigma=sigma)
     finally:
         for inst in loaded:
             inst.heatmaps.close()

@@ -6,6 +6,9 @@
 - ``<out>/training_curves.png``: training and validation losses of every trained network (the
   dvclive folders under ``--logs``: ``pretrain``, ``train/<model>`` for each of ``models``,
   ``detector``, ``multiposenet``, ``posefix``; the pose networks share a panel).
+- ``<out>/learning_curves.png``: each network's accuracy after every epoch (pose: GT-box AP of
+  50 val images; detector: box AP; MultiPoseNet: multi-person cue recall) against its training
+  minutes, the pose models continuing from the pretrained HRNet's curve.
 - ``<out>/crowded_persons.png``: for the ``--persons`` most overlapped val persons, the GT and
   the best-matching pose (highest OKS) of each ``--compare NAME=RESULTS`` (detector boxes).
 AP by crowd level per result set is the score stage's ``metrics/plots/ap_by_crowd.png``.
@@ -24,6 +27,7 @@ from hintpose.report.figures import (
     pick_crowded_box,
     plot_crowded_grid,
     plot_cue_figure,
+    plot_learning_curves,
     plot_training_curves,
     read_logs,
 )
@@ -67,8 +71,10 @@ def main() -> None:
     pick = pick_crowded_box(coco, read_json(args.cues, "cues file"))
 
     tmp = start_dir(args.out)  # the figures replace the earlier ones only all together
-    plot_cue_figure(net, config, coco, pick, tmp / "figure3_instance_cues.png")
+    plot_cue_figure(net, config, coco, pick, tmp / "figure3_instance_cues.png",
+                    params.eval.decoder)
     plot_training_curves(logs, tmp / "training_curves.png")
+    plot_learning_curves(logs, tmp / "learning_curves.png")
     persons = most_crowded_persons(coco, args.persons)
     plot_crowded_grid(coco, persons, compare, tmp / "crowded_persons.png")
     finish_dir(args.out)

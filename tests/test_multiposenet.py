@@ -39,7 +39,7 @@ TINY = MultiPoseNetParams(
 #: fp32, channels_last (the trunk of TINY is wide enough for it on a CPU).
 CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=True)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_final", "val_loss", "val_loss_final",
-               "seconds", "img_s"]
+               "val_cue_recall", "seconds", "img_s"]
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +206,7 @@ def test_training_lowers_the_loss_and_resumes_exactly(
     task = BottomUpTask(train, val, sorted(train.images), TINY, config, CPU)
     before = task.validate(untrained)
     assert before["val_loss"] > before["val_loss_final"] > 0
+    assert 0 <= before["val_cue_recall"] <= 1  # the learning curve's cue recall
 
     full = train_multiposenet(train, val, TINY, CPU, tmp_path / "a" / CHECKPOINT,
                               progress=False)
@@ -214,6 +215,7 @@ def test_training_lowers_the_loss_and_resumes_exactly(
     assert [r["lr"] for r in full.log] == pytest.approx([3e-3, 3e-3, 3e-3])  # step at 0.9 * 3
     assert full.log[-1]["val_loss"] < 0.8 * before["val_loss"]
     assert full.log[-1]["train_loss"] < full.log[0]["train_loss"]
+    assert all(0 <= r["val_cue_recall"] <= 1 for r in full.log)
 
     class Killed(Exception):
         pass

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: params (the values are tracked as params), errors.py holds exception classes, package
 #: __init__ files hold no code that changes a result. Their imports are not followed either.
 NOT_DEPS = {"hintpose/config.py", "hintpose/settings.py", "hintpose/data/params.py",
+            "hintpose/topdown/params.py",
             "hintpose/errors.py"}
 
 

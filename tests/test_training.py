@@ -156,7 +156,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
 
 
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss",
-               "seconds", "img_s"]
+               "val_AP", "seconds", "img_s"]
 
 
 def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> None:
@@ -173,6 +173,7 @@ def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> No
     assert result.config["hops"] == 2 and all(v > 0 for v in hops)
     assert row["train_loss"] == pytest.approx(sum(hops))
     assert np.isfinite(row["val_loss"]) and row["lr"] == pytest.approx(1e-3)
+    assert 0 <= row["val_AP"] <= 100  # the learning curve's GT-box AP of the val images
     assert row["epoch"] == 1 and row["seconds"] > 0 and row["img_s"] > 0
     write_log(tmp_path / "log", result.log)
     frame = read_log(tmp_path / "log")
@@ -329,6 +330,7 @@ def test_stage_with_two_ddp_processes(dataset: Path, tmp_path: Path, launcher: s
     log = read_log(tmp_path / "logs")
     assert log["epoch"].tolist() == [1, 2] and sorted(log.columns) == sorted(LOG_COLUMNS)
     assert np.isfinite(log["val_loss"]).all() and (log["train_loss"] > 0).all()
+    assert log["val_AP"].between(0, 100).all()  # rank 0 scored, both ranks predicted
     metrics = json.loads((tmp_path / "logs" / "metrics.json").read_text())
     assert metrics["val_loss"] == pytest.approx(log["val_loss"].iloc[-1])
     net, config = load_pose_model(tmp_path / "model")
@@ -399,3 +401,45 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--init: checkpoint file .*nope.pt not found"):
         train_pose_model(train, None, pose, model, CPU, None, progress=False,
                          init=tmp_path / "nope.pt", init_key="--init")
+
+
+class _Oracle(torch.nn.Module):
+    """Returns, batch after batch, the given heatmaps (the dataset's own targets)."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        super().__init__()
+        self.maps, self.seen = maps, 0
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, images: torch.Tensor, cue: torch.Tensor | None = None) -> list[torch.Tensor]:
+        out = self.maps[self.seen:self.seen + images.shape[0]]
+        self.seen += images.shape[0]
+        return [out + 0 * self.anchor]
+
+
+@pytest.mark.parametrize("target", ["hrnet", "unbiased"])
+def test_learning_curve_ap_is_the_pipelines_gt_box_ap(splits, tmp_path: Path,
+                                                       target: str) -> None:
+    """ValAP scores a network on every person of a fixed subset of val images, through the
+    infer stage's code: perfect heatmaps (the targets of those persons) score high, and DARK
+    with unbiased targets beats HRNet's decode; a network whose maps are 0 scores 0."""
+    from hintpose.topdown.val_ap import ValAP
+
+    _, val = splits
+    config = {"instance_cue": False, "input_width": 96, "input_height": 128, "sigma": 2.0,
+              "cue_sigma": 4.0, "box_padding": 1.25}
+    decoder = "dark" if target == "unbiased" else "hrnet"
+    curve = ValAP(val, 3, 0, decoder, 4)
+    assert len(curve.image_ids) == 3 and curve.image_ids == ValAP(val, 3, 0, decoder, 4).image_ids
+    assert {b["image_id"] for b in curve.boxes} == set(curve.image_ids)
+    from hintpose.topdown.inference import inference_data_params
+
+    params = replace(inference_data_params(config), target=target)
+    inst = [i for i in training_instances(val) if i.image_id in set(curve.image_ids)]
+    assert [i.bbox for i in inst] == [tuple(b["bbox"]) for b in curve.boxes]
+    maps = torch.stack([TopDownDataset(val, inst, params, train=False)[i][1]
+                        for i in range(len(inst))])
+    ap = curve(_Oracle(maps), config, CPU, tmp_path / "heat.npy")
+    assert ap > (95 if target == "unbiased" else 70)
+    assert not (tmp_path / "heat.npy").exists()
+    assert curve(_Oracle(torch.zeros_like(maps)), config, CPU, tmp_path / "heat.npy") == 0.0

@@ -20,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from hintpose.bottomup.cues import cue_quality, multiposenet_cues
 from hintpose.bottomup.targets import Augmentation, BottomUpDataset, build_codec, make_loader
-from hintpose.config import MultiPoseNetParams
+from hintpose.config import CuesParams, MultiPoseNetParams
 from hintpose.data.coco import CocoPersons
 from hintpose.engine import Schedule, Task, TrainResult, fit
 from hintpose.errors import ConfigError, DataError, HintPoseError
@@ -77,17 +78,22 @@ class BottomUpTask(Task):
                  ids: Sequence[int], params: MultiPoseNetParams, config: dict[str, Any],
                  rt: Runtime) -> None:
         tp = params.train
-        self.rt, self.params, self.ids = rt, params, list(ids)
+        self.rt, self.params, self.ids, self.config = rt, params, list(ids), config
         codec = build_codec(config)
         aug = Augmentation(tp.scale_factor, tp.rotation_factor, tp.rotation_prob, tp.flip)
         self.train_ds = BottomUpDataset(train_coco, self.ids, codec, params.visible_only, aug,
                                         params.seed)
         self.val_loader: DataLoader | None = None
+        self.val_coco, self.val_boxes = val_coco, []
         if val_coco is not None:
             val_ids = sorted(val_coco.images)
             val_ids = val_ids[:tp.val_images] if tp.val_images > 0 else val_ids
             val_ds = BottomUpDataset(val_coco, val_ids, codec, params.visible_only)
             self.val_loader = make_loader(val_ds, range(len(val_ds)), tp.batch_size, tp.workers)
+            wanted = set(val_ids)
+            self.val_boxes = [{"image_id": a["image_id"], "bbox": list(a["clean_bbox"]),
+                               "score": 1.0} for a in val_coco.training_persons()
+                              if a["image_id"] in wanted]
 
     def batches(self, epoch: int) -> DataLoader:
         order = torch.randperm(len(self.ids), generator=torch.Generator().manual_seed(
@@ -102,7 +108,10 @@ class BottomUpTask(Task):
 
     @torch.no_grad()
     def validate(self, net: torch.nn.Module) -> dict[str, float]:
-        """Mean total and final-maps loss over the val images; NaN when there are none."""
+        """Mean total and final-maps loss over the val images (NaN when there are none), and
+        the learning curve's figure: the multi-person cue recall (``cue_quality``) of the
+        cues this network would give the GT boxes of those images, with the default ``cues``
+        settings and no flip test."""
         total = final = 0.0
         count = 0
         if self.val_loader is not None:
@@ -113,7 +122,13 @@ class BottomUpTask(Task):
                 total, final, count = total + float(t) * n, final + float(f) * n, count + n
         if not count:
             return {"val_loss": math.nan, "val_loss_final": math.nan}
-        return {"val_loss": total / count, "val_loss_final": final / count}
+        row = {"val_loss": total / count, "val_loss_final": final / count}
+        if self.val_coco is not None and self.val_boxes:
+            cues = multiposenet_cues(net, self.config, self.val_coco, self.val_boxes,
+                                     CuesParams(flip_test=False), self.rt, progress=False)
+            quality = cue_quality(self.val_coco, self.val_boxes, cues)
+            row["val_cue_recall"] = quality["multi_person_recall"]
+        return row
 
 
 def train_multiposenet(

@@ -32,6 +32,9 @@ class SyntheticConfig:
     out_of_frame: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     #: Mean number of background distractor shapes (some of them limb-like bars).
     distractors: int = field(default=4, metadata={"min": 0, "max": 500})
+    #: Clothing textures (stripes, blotches, checks) on a person's clothed parts; off: plain
+    #: shaded colours.
+    textures: bool = True
     #: Gaussian blur sigma and pixel-noise std (grey levels), each scaled per image by a
     #: random factor in [0.6, 1.4] / [0.5, 1.5].
     blur_sigma: float = field(default=0.7, metadata={"min": 0.0, "max": 10.0})

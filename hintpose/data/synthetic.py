@@ -85,7 +85,7 @@ class _Drawn:
 
 
 def _render(canvas: np.ndarray, owner: np.ndarray, fig: Figure, px: float, py: float, k: int,
-            rng: np.random.Generator) -> _Drawn | None:
+            rng: np.random.Generator, textures: bool = True) -> _Drawn | None:
     """Draw ``fig`` with its pelvis at (px, py) over ``canvas``; mark its pixels ``k`` in
     ``owner``. Returns None when nothing of it lands inside the image."""
     hh, ww = owner.shape
@@ -108,7 +108,7 @@ def _render(canvas: np.ndarray, owner: np.ndarray, fig: Figure, px: float, py: f
     ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(oy)
     ramp = 1.0 + (xs * np.float32(math.cos(ang)) + ys * np.float32(math.sin(ang))) * np.float32(
         strength / fig.height)
-    tex = _texture(fig, h, w, ox, oy, rng)
+    tex = _texture(fig, h, w, ox, oy, rng) if textures else None
     mult = ramp if tex is None else ramp * (1.0 + tex * fig.cloth[label])
     lut = np.zeros((256, 1, 3), np.uint8)
     lut[:NUM_PARTS, 0] = np.clip(fig.palette, 0, 255)
@@ -345,7 +345,8 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
     canvas = _background(rng, cfg)
     owner = np.full((cfg.image_height, cfg.image_width), -1, np.int16)
     layout = _layout(rng, cfg)
-    drawn = [_render(canvas, owner, f, px, py, k, rng) for k, (f, px, py) in enumerate(layout)]
+    drawn = [_render(canvas, owner, f, px, py, k, rng, cfg.textures)
+             for k, (f, px, py) in enumerate(layout)]
     anns = []
     for k, ((f, px, py), d) in enumerate(zip(layout, drawn, strict=True)):
         if d is not None:

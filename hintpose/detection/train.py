@@ -40,11 +40,15 @@ def _epoch_log_hook(rows_file: Path) -> Any:
         def __init__(self) -> None:
             self.rows: list[dict[str, float]] = []
             self._sums: dict[str, list[float]] = defaultdict(list)
+            self._start = time.perf_counter()
 
         def before_train(self, runner: Any) -> None:
             if rows_file.is_file():  # a resumed run: the rows up to its checkpoint
                 self.rows = [r for r in json.loads(rows_file.read_text())
                              if r["epoch"] <= runner.epoch]
+
+        def before_train_epoch(self, runner: Any) -> None:
+            self._start = time.perf_counter()
 
         def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
                              outputs: Any = None) -> None:
@@ -53,7 +57,8 @@ def _epoch_log_hook(rows_file: Path) -> Any:
                     self._sums[key].append(float(value.detach()))
 
         def after_train_epoch(self, runner: Any) -> None:
-            row = {"epoch": float(runner.epoch + 1)}
+            row = {"epoch": float(runner.epoch + 1),
+                   "seconds": round(time.perf_counter() - self._start, 2)}
             row.update({k: float(np.mean(v)) for k, v in sorted(self._sums.items())})
             row.update({"val_AP": float("nan"), "val_AP50": float("nan")})
             self.rows.append(row)

@@ -22,7 +22,7 @@ from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
 from hintpose.errors import DataError
 from hintpose.report.visualize import PALETTE, draw_person
-from hintpose.topdown.codec import decode
+from hintpose.topdown.codec import decode, heatmap_sigma
 from hintpose.topdown.inference import inference_data_params
 from hintpose.topdown.postprocess import coco_oks
 from hintpose.topdown.samples import Instance, TopDownDataset
@@ -67,12 +67,59 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
             if "val_loss" in frame:
                 ax.plot(frame["epoch"], frame["val_loss"], color=color, ls="--",
                         label=f"{label} val")
-            if "val_AP" in frame:
-                ax.plot(frame["epoch"], frame["val_AP"], color=color, ls=":",
-                        label=f"{label} val AP")
         ax.set_title(family)
         ax.set_yscale("log")  # losses of very different sizes (hops, spikes) stay readable
         ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+#: Per network family: the accuracy its log holds (column, scale to percent, axis label).
+CURVE_METRICS = {
+    "pose": ("val_AP", 1.0, "keypoint AP, GT boxes (50 val images)"),
+    "detector": ("val_AP", 100.0, "box AP (val images)"),
+    "multiposenet": ("val_cue_recall", 100.0, "multi-person cue recall, GT boxes"),
+    "posefix": ("val_loss", 1.0, "val loss (no accuracy logged)"),
+}
+
+
+def minutes_axis(frame: pd.DataFrame, start: float = 0.0) -> pd.Series:
+    """Wall-clock minutes at the end of each logged epoch (``seconds`` summed), from ``start``."""
+    return start + frame["seconds"].fillna(0).cumsum() / 60.0
+
+
+def plot_learning_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
+    """The learning curve of every trained network: its accuracy (CURVE_METRICS) after each
+    epoch against the wall-clock minutes of training so far. The pose models continue from
+    the pretrained HRNet, so their curves start where ``pose@pretrain``'s ends; a log without
+    the metric (or without ``seconds``) is left out of its panel."""
+    plt = _pyplot()
+    families: dict[str, list[str]] = {}
+    for name in logs:
+        if name.split("@")[0] in CURVE_METRICS:
+            families.setdefault(name.split("@")[0], []).append(name)
+    fig, axes = plt.subplots(1, max(1, len(families)), figsize=(4.2 * max(1, len(families)), 3.4),
+                             squeeze=False)
+    pre = logs.get("pose@pretrain")
+    pre_minutes = (float(minutes_axis(pre).iloc[-1])
+                   if pre is not None and "seconds" in pre and len(pre) else 0.0)
+    for ax, (family, names) in zip(axes[0], families.items(), strict=False):
+        column, scale, label = CURVE_METRICS[family]
+        for i, name in enumerate(names):
+            frame = logs[name]
+            if column not in frame or "seconds" not in frame or not len(frame):
+                continue
+            rows = frame.dropna(subset=[column])
+            start = pre_minutes if family == "pose" and name != "pose@pretrain" else 0.0
+            x = minutes_axis(frame, start)[rows.index]
+            ax.plot(x, rows[column] * scale, marker="o", ms=3, color=f"C{i % 10}",
+                    label=name.split("@")[-1])
+        ax.set_title(family)
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -132,9 +179,9 @@ def pick_crowded_box(coco: CocoPersons, cue_records: Sequence[dict[str, Any]]) -
 
 @torch.no_grad()
 def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
-                    pick: CuePick, path: Path) -> None:
+                    pick: CuePick, path: Path, decoder: str = "hrnet") -> None:
     """The report's Figure 3: for each of the two cues, the input crop with the cue, the
-    predicted heatmaps (max over joints) and the decoded skeleton."""
+    predicted heatmaps (max over joints) and the skeleton decoded with ``decoder``."""
     plt = _pyplot()
     params = inference_data_params(config)
     instances = [Instance(pick.image_id, pick.bbox, 1.0, cue=c) for c in pick.cues]
@@ -158,7 +205,8 @@ def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPers
         axes[row][1].set_title("heatmaps (max over joints)", fontsize=9)
         # Decode in input pixels: a crop of the input size centred on the input.
         center = np.array([[w_in / 2, h_in / 2]])
-        coords, maxvals = decode(heat, center, np.array([[w_in, h_in]], dtype=np.float64))
+        coords, maxvals = decode(heat, center, np.array([[w_in, h_in]], dtype=np.float64),
+                                 decoder, heatmap_sigma(config))
         canvas = np.ascontiguousarray((rgb[:, :, ::-1] * 255).astype(np.uint8))
         kpts = np.concatenate([coords[0], maxvals[0]], axis=1)
         draw_person(canvas, kpts, skeleton, PALETTE[row % len(PALETTE)], min_visibility=0.0)

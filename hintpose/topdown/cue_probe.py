@@ -129,6 +129,7 @@ def run_cue_probe(
     if not current_dist().is_main:  # rank 0 decodes (and the caller removes the file)
         return {}
     heat = np.load(heatmap_file, mmap_mode="r")
-    coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes)
+    coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes, params.decoder,
+                       dataset.codec.sigma)
     own, other = (coords[0::2], coords[1::2]) if use_cue else (coords, coords)
     return follow_stats(pairs, own, other, coco.sigmas)

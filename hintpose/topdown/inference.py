@@ -188,7 +188,8 @@ def run_inference(
     results = heatmaps_to_results(
         lambda sl: heat[sl], len(index), centers, sizes, index["image_id"].to_numpy(),
         index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
-        nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas)
+        nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
+        decoder=params.decoder, heatmap_sigma=dataset.codec.sigma)
     stats = {**instset.stats, "instances": len(index), "results": len(results),
              "seconds": round(seconds, 2),
              "instances_per_second": round(len(index) / max(seconds, 1e-9), 2)}

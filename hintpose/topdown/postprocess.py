@@ -125,15 +125,17 @@ def heatmaps_to_results(
     read_chunk: Callable[[slice], np.ndarray], n: int, centers: np.ndarray, sizes: np.ndarray,
     image_ids: np.ndarray, box_scores: np.ndarray, category_id: int = 1, chunk: int = 4096,
     in_vis_thr: float = 0.2, nms_thr: float = 0.9, soft_nms: bool = False,
-    sigmas: np.ndarray | None = None,
+    sigmas: np.ndarray | None = None, decoder: str = "hrnet", heatmap_sigma: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Decode heatmaps (read ``chunk`` instances at a time), rescore (box score x mean
-    keypoint score above ``in_vis_thr``), OKS-NMS per image on the padded crop area, and
-    return COCO keypoint results."""
+    """Decode heatmaps (read ``chunk`` instances at a time; ``decoder`` of
+    ``hintpose.topdown.codec.DECODERS``, DARK smoothing with ``heatmap_sigma``), rescore
+    (box score x mean keypoint score above ``in_vis_thr``), OKS-NMS per image on the padded
+    crop area, and return COCO keypoint results."""
     coords, maxvals = [], []
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        c, m = decode(read_chunk(sl).astype(np.float32), centers[sl], sizes[sl])
+        c, m = decode(read_chunk(sl).astype(np.float32), centers[sl], sizes[sl], decoder,
+                      heatmap_sigma)
         coords.append(c)
         maxvals.append(m)
     if n == 0:

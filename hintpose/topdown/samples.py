@@ -100,7 +100,8 @@ class TopDownDataset(Dataset):
         self.epoch = 0
         self.input_size = (params.input_width, params.input_height)
         self.aspect = params.input_width / params.input_height
-        self.codec = HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma)
+        self.codec = HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma,
+                                            target=params.target)
         names = coco.category["keypoints"]
         self.flip_pairs = flip_pairs_from_names(names)
         self.upper = upper_body_mask(names)

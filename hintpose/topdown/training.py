@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from hintpose.models.folder import plain_state
 from hintpose.models.hintpose import HintPose, joints_mse_loss
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime, worker_init
 from hintpose.topdown.samples import Instance, TopDownDataset, training_instances
+from hintpose.topdown.val_ap import ValAP
 
 #: The pretrain stage's HRNet (official parameter names), the init of every pose model.
 BACKBONE_WEIGHTS = "hrnet.pt"
@@ -63,6 +66,7 @@ def model_config(pose: PoseParams, model: ModelParams, coco: CocoPersons) -> dic
         "input_width": d.input_width,
         "input_height": d.input_height,
         "sigma": d.sigma,
+        "target": d.target,
         "cue_sigma": d.cue_sigma,
         "box_padding": d.box_padding,
         "keypoint_names": list(coco.category["keypoints"]),
@@ -203,8 +207,10 @@ class PoseTask(Task):
 
     def __init__(self, train_coco: CocoPersons, val_coco: CocoPersons | None,
                  instances: Sequence[Instance], pose: PoseParams, tp: PoseTrainParams,
-                 model: ModelParams, rt: Runtime, info: DistInfo, hops: int) -> None:
+                 model: ModelParams, rt: Runtime, info: DistInfo, hops: int,
+                 curve: tuple[ValAP, dict[str, Any], Path] | None = None) -> None:
         self.rt, self.info, self.hops, self.cue = rt, info, hops, model.instance_cue
+        self.curve = curve
         self.train_ds = TopDownDataset(train_coco, instances, pose.data, train=True,
                                        seed=model.seed, other_boxes=model.instance_cue)
         self.sampler = _EpochSampler(DistributedSampler(
@@ -237,12 +243,16 @@ class PoseTask(Task):
 
     @torch.no_grad()
     def validate(self, net: nn.Module) -> dict[str, float]:
-        if self.val_loader is None:
-            return {"val_loss": float("nan")}
-        net.eval()
-        return {"val_loss": mean_over(
-            ((float(forward_losses(net, batch, self.rt, self.cue)[-1]), batch[0].shape[0])
-             for batch in self.val_loader), self.info, self.rt.device)}
+        row = {"val_loss": float("nan")}
+        if self.val_loader is not None:
+            net.eval()
+            row["val_loss"] = mean_over(
+                ((float(forward_losses(net, batch, self.rt, self.cue)[-1]), batch[0].shape[0])
+                 for batch in self.val_loader), self.info, self.rt.device)
+        if self.curve is not None:
+            val_ap, config, heatmap_file = self.curve
+            row["val_AP"] = val_ap(net, config, self.rt, heatmap_file)
+        return row
 
 
 def _fingerprint(config: dict[str, Any], pose: PoseParams, tp: PoseTrainParams, digest: str,
@@ -278,7 +288,15 @@ def train_pose_model(
     fingerprint = _fingerprint(config, pose, tp, instances_digest(instances),
                                file_digest(init) if init is not None else "")
     net.to(device=rt.device, memory_format=rt.memory_format)
-    task = PoseTask(train_coco, val_coco, instances, pose, tp, model, rt, info, config["hops"])
+    curve = None
+    if val_coco is not None and tp.val_images > 0:
+        decoder = "dark" if pose.data.target == "unbiased" else "hrnet"
+        heat = (checkpoint.parent / "val_ap_heatmaps.npy" if checkpoint is not None else
+                Path(tempfile.gettempdir()) / f"hintpose-val-ap-{os.getpid()}.npy")
+        curve = (ValAP(val_coco, tp.val_images, VAL_SEED, decoder, tp.batch_size * 4), config,
+                 heat)
+    task = PoseTask(train_coco, val_coco, instances, pose, tp, model, rt, info, config["hops"],
+                    curve)
     # A recurrent model with one hop never uses its feedback blocks.
     fitted = fit(net, task, Schedule(tp.epochs, tp.lr, tp.lr_steps, tp.lr_factor,
                                      fused_adam=rt.device.type in ("cpu", "cuda")),

@@ -1,0 +1,75 @@
+"""A pose model's learning curve: keypoint AP with GT boxes on a fixed subset of val images,
+measured after every training epoch (``pose.train.val_images`` / ``pose.pretrain.val_images``).
+
+The subset is drawn once with a fixed seed, so every model and epoch is scored on the same
+images: every labeled, non-crowd person of those images gets its GT box, and a cue model its
+cue on one of the person's labeled joints (exact, drawn with the same seed), as the validation
+loss does. Inference, decoding, rescoring and OKS-NMS are the infer stage's
+(``hintpose.topdown.inference.run_inference``, no flip test), scored by pycocotools on those
+images only. The figure is for comparing epochs and models, not a substitute for the val
+split's scores: 50 images hold about 220 persons.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hintpose.config import EvalParams
+from hintpose.data.coco import CocoPersons
+from hintpose.runtime import Runtime, current_dist
+from hintpose.scoring.evaluation import coco_keypoint_eval
+from hintpose.topdown.inference import run_inference
+
+
+class ValAP:
+    """GT-box keypoint AP of ``images`` val images drawn with ``seed``."""
+
+    def __init__(self, coco: CocoPersons, images: int, seed: int, decoder: str,
+                 batch_size: int) -> None:
+        self.coco = coco
+        persons = coco.training_persons()
+        ids = sorted({p["image_id"] for p in persons})
+        rng = np.random.default_rng(seed)
+        if 0 < images < len(ids):
+            ids = sorted(int(i) for i in rng.choice(ids, images, replace=False))
+        self.image_ids = ids if images > 0 else []
+        wanted = set(self.image_ids)
+        self.boxes: list[dict[str, Any]] = []
+        for p in persons:
+            if p["image_id"] not in wanted:
+                continue
+            kpts = np.asarray(p["keypoints"], dtype=np.float64).reshape(-1, 3)
+            j = rng.choice(np.flatnonzero(kpts[:, 2] > 0))
+            self.boxes.append({"image_id": p["image_id"], "bbox": list(p["clean_bbox"]),
+                               "score": 1.0, "cues": [[kpts[j, 0], kpts[j, 1], 1.0]]})
+        self.params = EvalParams(decoder=decoder, batch_size=batch_size, workers=0,
+                                 flip_test=False)
+
+    def __call__(self, net: torch.nn.Module, config: dict[str, Any], rt: Runtime,
+                 heatmap_file: Path) -> float:
+        """AP (0-100) of ``net`` (every rank of a process group calls this; all get it)."""
+        if not self.boxes:
+            return float("nan")
+        heatmap_file.parent.mkdir(parents=True, exist_ok=True)
+        was_training = net.training
+        net.eval()
+        try:
+            run = run_inference(net, config, self.coco, self.boxes, "val AP boxes",
+                                heatmap_file, self.params, rt)
+        finally:
+            net.train(was_training)
+        ap = float("nan")
+        info = current_dist()
+        if info.is_main:
+            heatmap_file.unlink(missing_ok=True)
+            ap = 100.0 * coco_keypoint_eval(self.coco.data, run.results, self.image_ids,
+                                            self.coco.sigmas)["AP"]
+        if info.distributed:
+            value = torch.tensor([ap], dtype=torch.float64)
+            torch.distributed.broadcast(value, 0)
+            ap = float(value[0])
+        return ap
