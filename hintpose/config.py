@@ -94,6 +94,10 @@ class EvalParams:
     #: Heatmap decoder (hintpose.topdown.codec.DECODERS): HRNet's quarter-pixel step
     #: (``hrnet``, the report) or DARK's Taylor step (``dark``).
     decoder: str = field(default="hrnet", metadata={"choices": ("hrnet", "dark")})
+    #: Cue-aware scoring (beyond the report; 1: the report, every cue's pose alike): per box,
+    #: the pose that best spans the box keeps its score, each other cue's pose is multiplied
+    #: by this (MIPNet: 0.5) before the NMS (hintpose.topdown.postprocess).
+    neighbour_decay: float = field(default=1.0, metadata={"min": 0, "max": 1})
     #: HRNet's flip test (average with the mirrored input's heatmaps, shifted one pixel);
     #: off in the default, where it would double the inference time.
     flip_test: bool = False

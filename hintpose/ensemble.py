@@ -284,7 +284,10 @@ def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
             index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
             index["box_score"].to_numpy(), category_id, chunk=chunk,
             in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms,
-            sigmas=sigmas, decoder=params.decoder, heatmap_sigma=sigma)
+            sigmas=sigmas, decoder=params.decoder, heatmap_sigma=sigma,
+            groups=index["box_index"].to_numpy(),
+            boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
+            neighbour_decay=params.neighbour_decay)
     finally:
         for inst in loaded:
             inst.heatmaps.close()

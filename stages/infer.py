@@ -11,7 +11,8 @@ inside them. A box without a cue (or every box, without ``--cues``) uses its cen
 fallbacks are counted. Everything is written to ``<out>.partial`` first
 and replaces ``<out>`` only when complete. ``<out>/infer.json`` (settings, counts) and the
 ``--details`` JSON (counts) also hold the cue probe (hintpose.topdown.cue_probe: does the
-model estimate the person its cue marks?). With ``runtime.procs`` > 1 the stage checks its
+model estimate the person its cue marks?) and, for a recurrent model, the AP of every hop's
+heatmaps (``hop_AP``, hop 1 first, per box mode). With ``runtime.procs`` > 1 the stage checks its
 params and model folder, then reruns itself as that many processes (hintpose.launch) that
 split the boxes between them; rank 0 decodes and writes.
 """
@@ -55,6 +56,7 @@ def main() -> None:
     # Imported only now: a parent that relaunches itself never loads torch.
     from hintpose.io import finish_dir, partial_dir, start_dir, write_json
     from hintpose.runtime import distributed_session, from_params
+    from hintpose.scoring.evaluation import coco_keypoint_eval
     from hintpose.topdown.boxes import cues_inside, gt_boxes, read_boxes, read_cues, with_cues
     from hintpose.topdown.cue_probe import run_cue_probe
     from hintpose.topdown.inference import load_pose_model, run_inference
@@ -81,13 +83,21 @@ def main() -> None:
                  ("gt", gt, f"GT boxes of {coco.annotation_file}"))
         for mode, boxes, source in modes:
             files = inference_files(tmp, mode)
+            hop_files = [tmp / f"hop{h + 1}_heatmaps_{mode}.npy"
+                         for h in range(int(config["hops"]) - 1)]
             out = run_inference(net, config, coco, boxes, source, files["heatmaps"],
-                                params.eval, rt)
+                                params.eval, rt, hop_files)
             if not info.is_main:
                 continue
             out.index.to_csv(files["index"], index=False)
             write_json(files["results"], out.results, indent=None)
             metrics[mode] = out.stats
+            if hop_files:  # a recurrent model: does each hop refine the one before?
+                for file in hop_files:
+                    file.unlink()
+                metrics[mode]["hop_AP"] = [
+                    round(100 * coco_keypoint_eval(coco.data, res, sigmas=coco.sigmas)["AP"], 2)
+                    for res in [*out.hop_results, out.results]]
             note = ""
             if config["instance_cue"] and out.stats["cue_fallbacks"]:
                 note = (f"; {out.stats['cue_fallbacks']} of {out.stats['boxes']} boxes had no "

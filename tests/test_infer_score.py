@@ -46,7 +46,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     val = prepare_dataset(root / "dataset", DatasetParams(train_images=2, val_images=4),
                           progress=False)["val"]
     pose = PoseParams(width=4, hops=2, data=PoseDataParams(input_width=48, input_height=64))
-    for name in ("baseline", "ic_a"):
+    for name in ("baseline", "ic_a", "rr_a"):
         ic, rr = MODELS[name]
         config = {"name": name, **model_config(pose, ModelParams(ic, rr, 1), val)}
         torch.manual_seed(0)
@@ -160,6 +160,27 @@ def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkey
     probe = metrics["cue_probe"]  # the probe of a model with a cue input (hintpose.cue_probe)
     assert probe["pairs"] > 0 and 0.0 <= probe["follow_rate"] <= 1.0
     assert not (work / "infer/ic_a/cue_probe_heatmaps.npy").exists()
+
+
+def test_recurrent_model_reports_the_ap_of_every_hop(work: Path, monkeypatch) -> None:
+    """A recurrent model's details hold the AP of each hop's heatmaps (hop 1 first); the last
+    is the AP of its results file, and no hop heatmaps stay behind."""
+    from hintpose.scoring.evaluation import coco_keypoint_eval
+
+    run_stage("infer.py", infer_args(work, "rr_a"), monkeypatch)
+    metrics = json.loads((work / "metrics" / "rr_a.json").read_text())
+    config = json.loads((work / "models" / "rr_a" / "model.json").read_text())
+    assert config["hops"] > 1
+    gt = json.loads((work / "dataset" / "annotations" / "person_keypoints_val.json").read_text())
+    for boxes in ("det", "gt"):
+        hop_ap = metrics[boxes]["hop_AP"]
+        assert len(hop_ap) == config["hops"] and all(0 <= ap <= 100 for ap in hop_ap)
+        results = json.loads(inference_files(work / "infer/rr_a", boxes)["results"].read_text())
+        assert hop_ap[-1] == round(100 * coco_keypoint_eval(gt, results)["AP"], 2)
+    assert not list((work / "infer" / "rr_a").glob("hop*"))
+    baseline = json.loads((work / "metrics" / "baseline.json").read_text()) if (
+        work / "metrics" / "baseline.json").is_file() else {"det": {}}
+    assert "hop_AP" not in baseline["det"]
 
 
 def test_two_processes_write_what_one_writes(work: Path, tmp_path: Path, monkeypatch) -> None:

@@ -128,3 +128,28 @@ def test_old_path_re_exports_the_postprocessing() -> None:
     """hintpose.postprocess stays a public path (DESIGN.md) for the same functions."""
     for name in ("rescore", "oks_nms", "soft_oks_nms", "coco_oks", "nms_per_image"):
         assert getattr(hintpose.postprocess, name) is globals()[name], name
+
+
+def test_neighbour_poses_of_a_box_are_decayed_and_its_best_fit_kept() -> None:
+    """Cue-aware scoring: per box, the pose whose confident joints span the box best keeps
+    its score, the other cues' poses are multiplied by the decay; decay 1 changes nothing."""
+    from hintpose.topdown.postprocess import decay_neighbour_poses
+
+    def pose(x0: float, y0: float, w: float, h: float) -> np.ndarray:
+        k = np.zeros((17, 3))
+        k[:, 0] = np.linspace(x0, x0 + w, 17)
+        k[:, 1] = np.linspace(y0, y0 + h, 17)
+        k[:, 2] = 0.9
+        return k
+
+    kpts = np.stack([pose(40, 0, 40, 100),   # box 0, half outside: a neighbour
+                     pose(0, 0, 50, 100),    # box 0, fits it: the primary pose
+                     pose(0, 0, 50, 100),    # box 1, alone
+                     pose(0, 0, 5, 5)])      # box 2, low confidence: no extent
+    kpts[3, :, 2] = 0.1
+    scores = np.array([0.8, 0.6, 0.7, 0.5])
+    boxes = np.array([[0, 0, 50, 100], [0, 0, 50, 100], [0, 0, 50, 100], [0, 0, 50, 100]])
+    groups = np.array([0, 0, 1, 2])
+    out = decay_neighbour_poses(kpts, scores, groups, boxes, 0.5)
+    np.testing.assert_allclose(out, [0.4, 0.6, 0.7, 0.5])
+    np.testing.assert_allclose(decay_neighbour_poses(kpts, scores, groups, boxes, 1.0), scores)

@@ -226,6 +226,43 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
     np.testing.assert_allclose(cue_ds[2][4]["center"], far_center)
 
 
+def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
+    """paired_cues: an instance-cue item is the same crop twice, cued on its person (target:
+    that person) and on the nearest neighbour (target: the neighbour, joints outside the crop
+    weighted 0); the far third person has no neighbour with enough joints in its crop, so
+    both halves are its own. A batch of paired items concatenates the pairs."""
+    from hintpose.topdown.samples import nearest_neighbours
+    from hintpose.topdown.training import _collate
+
+    params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
+                            half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=True)
+    instances = training_instances(pair)
+    near = nearest_neighbours(pair, instances)
+    np.testing.assert_array_equal(near[0], instances[1].keypoints)
+    np.testing.assert_array_equal(near[2], instances[1].keypoints)  # nearest centre, far away
+    ds = TopDownDataset(pair, instances, params, train=True, seed=0, other_boxes=True)
+    image, target, weight, cue, meta = ds[0]
+    assert image.shape == (2, 3, 64, 48) and target.shape == (2, 17, 16, 12)
+    assert torch.equal(image[0], image[1])
+    m = affine_matrix(*box_to_center_size(instances[0].bbox, 0.75, 1.25), 0, (48, 64))
+    for half, person in ((0, instances[0]), (1, instances[1])):
+        joints = transform_points(person.keypoints[:, :2], m)
+        inside = (person.keypoints[:, 2] > 0) & (joints >= 0).all(1) & (joints[:, 0] < 48) \
+            & (joints[:, 1] < 64)
+        expected, expected_w = ds.codec.encode(joints, inside)
+        np.testing.assert_allclose(target[half].numpy(), expected, atol=1e-6)
+        np.testing.assert_array_equal(weight[half].numpy(), expected_w)
+        peak = np.unravel_index(cue[half, 0].numpy().argmax(), (64, 48))
+        assert np.abs(joints[inside] - peak[::-1]).sum(1).min() <= 1.0  # cued on that person
+    assert not torch.equal(target[0], target[1])
+    _, target, _, _, _ = ds[2]  # the far person: its own target twice
+    assert torch.equal(target[0], target[1])
+    plain = TopDownDataset(pair, instances, params, train=True, seed=0)  # a model without cue
+    assert plain[0][0].shape == (3, 64, 48)
+    batch = _collate([ds[0], ds[1]])
+    assert batch[0].shape == (4, 3, 64, 48) and batch[3].shape == (4, 1, 64, 48)
+
+
 def test_inference_cue_on_given_point(coco) -> None:
     params = PoseDataParams(input_width=48, input_height=64)
     kpts = person_keypoints()

@@ -156,7 +156,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
 
 
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss",
-               "val_AP", "seconds", "img_s"]
+               "val_AP", "val_AP_hop1", "seconds", "img_s"]
 
 
 def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> None:
@@ -174,6 +174,7 @@ def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> No
     assert row["train_loss"] == pytest.approx(sum(hops))
     assert np.isfinite(row["val_loss"]) and row["lr"] == pytest.approx(1e-3)
     assert 0 <= row["val_AP"] <= 100  # the learning curve's GT-box AP of the val images
+    assert 0 <= row["val_AP_hop1"] <= 100  # and that of the earlier hop
     assert row["epoch"] == 1 and row["seconds"] > 0 and row["img_s"] > 0
     write_log(tmp_path / "log", result.log)
     frame = read_log(tmp_path / "log")

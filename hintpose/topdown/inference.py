@@ -39,11 +39,13 @@ from hintpose.topdown.samples import Instance, TopDownDataset
 def predict_heatmaps(
     model: torch.nn.Module, dataset: TopDownDataset, out_file: Path, batch_size: int,
     rt: Runtime, workers: int = 0, use_cue: bool = True, flip: bool = True,
+    hop_files: Sequence[Path] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` (returning a list of hop outputs; the last is used) with HRNet's flip
     test (unless ``flip`` is false) over ``dataset`` and write the averaged heatmaps
-    (N, J, h, w) as float16 to ``out_file`` (.npy). Returns the crop centers and sizes (N, 2)
-    in image pixels.
+    (N, J, h, w) as float16 to ``out_file`` (.npy); ``hop_files`` get those of the earlier
+    hops (hop 1 first) the same way. Returns the crop centers and sizes (N, 2) in image
+    pixels.
 
     Inside a process group every rank must call this with the same arguments (``out_file``
     on a file system they share): each predicts one contiguous share of the instances into
@@ -52,13 +54,14 @@ def predict_heatmaps(
     w, h = dataset.codec.heatmap_size
     info = current_dist()
     rank, world = info.rank, info.world_size
+    files = [*hop_files, out_file]
     if rank == 0:
-        out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.float16,
-                                        shape=(n, dataset.coco.num_joints, h, w))
+        for file in files:
+            np.lib.format.open_memmap(file, mode="w+", dtype=np.float16,
+                                      shape=(n, dataset.coco.num_joints, h, w)).flush()
     if world > 1:
         dist.barrier()
-    if rank > 0:
-        out = np.load(out_file, mmap_mode="r+")
+    outs = [np.load(file, mmap_mode="r+") for file in files]
     centers, sizes = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
     share = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
     loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -67,15 +70,18 @@ def predict_heatmaps(
         image = rt.images(image)
         cue = rt.images(cue) if use_cue else None
         with rt.autocast():
-            heat = model(image, cue)[-1].float()
-            mirrored = (model(image.flip(3), None if cue is None else cue.flip(3))[-1].float()
+            hops = model(image, cue)[-len(files):]
+            mirrored = (model(image.flip(3), None if cue is None else cue.flip(3))[-len(files):]
                         if flip else None)
-        if mirrored is not None:
-            heat = (heat + flip_heatmaps_back(mirrored, dataset.flip_pairs)) * 0.5
         idx = meta["index"].numpy()
-        out[idx] = heat.cpu().numpy().astype(np.float16)
+        for k, out in enumerate(outs):
+            heat = hops[k].float()
+            if mirrored is not None:
+                heat = (heat + flip_heatmaps_back(mirrored[k].float(), dataset.flip_pairs)) * 0.5
+            out[idx] = heat.cpu().numpy().astype(np.float16)
         centers[idx], sizes[idx] = meta["center"].numpy(), meta["size"].numpy()
-    out.flush()
+    for out in outs:
+        out.flush()
     if world > 1:  # every rank filled only its own rows (zeros elsewhere): the sum joins them
         boxes = torch.from_numpy(np.concatenate([centers, sizes], axis=1)).to(rt.device)
         dist.all_reduce(boxes)
@@ -167,30 +173,38 @@ def instance_index(instset: InstanceSet, centers: np.ndarray, sizes: np.ndarray)
 def run_inference(
     model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
     boxes: Sequence[dict[str, Any]], source: str, heatmap_file: Path, params: EvalParams,
-    rt: Runtime,
+    rt: Runtime, hop_files: Sequence[Path] = (),
 ) -> InferenceRun:
     """Run ``model`` (with its ``model.json`` config) on ``boxes`` (records as
     ``box_instances`` takes): heatmaps (flip-tested with ``params.flip_test``) to
     ``heatmap_file``, then decode, rescoring and per-image OKS-NMS into COCO results. Inside a
     process group every rank predicts its share, and only rank 0 decodes: the others return
-    an empty run."""
+    an empty run. With ``hop_files`` (a recurrent model's earlier hops, hop 1 first) their
+    heatmaps go there and their results into ``hop_results``."""
     use_cue = bool(config["instance_cue"])
     instset = box_instances(coco, boxes, source, use_cues=use_cue)
     dataset = TopDownDataset(coco, instset.instances, inference_data_params(config), False)
     start = time.perf_counter()
     centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
-                                      params.workers, use_cue, params.flip_test)
+                                      params.workers, use_cue, params.flip_test, hop_files)
     seconds = time.perf_counter() - start
     if not current_dist().is_main:  # rank 0 decodes and writes; the file may move once it has
         return InferenceRun(pd.DataFrame(columns=list(INDEX_COLUMNS)), [], {})
     index = instance_index(instset, centers, sizes)
-    heat = np.load(heatmap_file, mmap_mode="r")
-    results = heatmaps_to_results(
-        lambda sl: heat[sl], len(index), centers, sizes, index["image_id"].to_numpy(),
-        index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
-        nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
-        decoder=params.decoder, heatmap_sigma=dataset.codec.sigma)
+
+    def results_of(file: Path) -> list[dict[str, Any]]:
+        heat = np.load(file, mmap_mode="r")
+        return heatmaps_to_results(
+            lambda sl: heat[sl], len(index), centers, sizes, index["image_id"].to_numpy(),
+            index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
+            nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
+            decoder=params.decoder, heatmap_sigma=dataset.codec.sigma,
+            groups=index["box_index"].to_numpy(),
+            boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
+            neighbour_decay=params.neighbour_decay)
+
+    results = results_of(heatmap_file)
     stats = {**instset.stats, "instances": len(index), "results": len(results),
              "seconds": round(seconds, 2),
              "instances_per_second": round(len(index) / max(seconds, 1e-9), 2)}
-    return InferenceRun(index, results, stats)
+    return InferenceRun(index, results, stats, [results_of(file) for file in hop_files])

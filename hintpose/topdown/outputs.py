@@ -3,7 +3,7 @@ heatmaps, the instance index and the COCO results. Imports no torch, so scoring 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +50,5 @@ class InferenceRun:
     index: pd.DataFrame
     results: list[dict[str, Any]]
     stats: dict[str, float]
+    #: Results of the earlier hops of a recurrent model (hop 1 first), when asked for.
+    hop_results: list[list[dict[str, Any]]] = field(default_factory=list)

@@ -32,6 +32,10 @@ class PoseDataParams:
     #: another person overlapping the target (IoU >= 0.1), while target and cue stay on the
     #: target. Without it a crop's own box already names the person, and the cue is redundant.
     other_box_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    #: Instance-cue models only (beyond the report; false: the report's cue training): every
+    #: training crop is used twice in one step, as MIPNet trains, cued on its person and on
+    #: the nearest neighbour (targets: that person, that neighbour); see TopDownDataset.
+    paired_cues: bool = False
     box_padding: float = field(default=1.25, metadata={"min": 1.0})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.

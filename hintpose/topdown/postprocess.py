@@ -28,6 +28,36 @@ def rescore(keypoints: np.ndarray, box_scores: np.ndarray, thr: float = 0.2) -> 
     return mean * np.asarray(box_scores, dtype=np.float64)
 
 
+def decay_neighbour_poses(keypoints: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                          boxes: np.ndarray, decay: float, thr: float = 0.2) -> np.ndarray:
+    """Cue-aware scoring (MIPNet's ``DECAY_THRE``): among the poses of one box (equal
+    ``groups``; one per instance cue), the primary pose keeps its score and every other is
+    multiplied by ``decay``. The primary pose is the one whose joints scoring above ``thr``
+    span the box best (IoU of their extent with the box, x, y, w, h; ties: the first).
+    ``decay`` 1 changes nothing (the report: every cue's pose is scored alike)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if decay == 1.0 or len(scores) == 0:
+        return scores
+    kp = np.asarray(keypoints, dtype=np.float64)
+    conf = kp[..., 2] > thr
+    big = np.where(conf[..., None], kp[..., :2], np.inf)
+    small = np.where(conf[..., None], kp[..., :2], -np.inf)
+    lo, hi = big.min(axis=1), small.max(axis=1)  # (N, 2); inf / -inf without a joint
+    b = np.asarray(boxes, dtype=np.float64)
+    iw = np.clip(np.minimum(hi[:, 0], b[:, 0] + b[:, 2]) - np.maximum(lo[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(hi[:, 1], b[:, 1] + b[:, 3]) - np.maximum(lo[:, 1], b[:, 1]), 0, None)
+    inter = np.where(conf.sum(axis=1) >= 2, iw * ih, 0.0)
+    pose_area = np.where(conf.sum(axis=1) >= 2, (hi - lo).prod(axis=1), 0.0)
+    iou = inter / np.maximum(pose_area + b[:, 2] * b[:, 3] - inter, 1e-9)
+    out = scores * decay
+    groups = np.asarray(groups)
+    order = np.lexsort((-iou, groups))  # by group, best fit first within a group
+    first = np.ones(len(order), bool)
+    first[1:] = groups[order][1:] != groups[order][:-1]
+    out[order[first]] = scores[order[first]]
+    return out
+
+
 def _sigmas(num_joints: int, sigmas: np.ndarray | None) -> np.ndarray:
     if sigmas is not None:
         return np.asarray(sigmas, dtype=np.float64)
@@ -126,11 +156,15 @@ def heatmaps_to_results(
     image_ids: np.ndarray, box_scores: np.ndarray, category_id: int = 1, chunk: int = 4096,
     in_vis_thr: float = 0.2, nms_thr: float = 0.9, soft_nms: bool = False,
     sigmas: np.ndarray | None = None, decoder: str = "hrnet", heatmap_sigma: float = 1.0,
+    groups: np.ndarray | None = None, boxes: np.ndarray | None = None,
+    neighbour_decay: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Decode heatmaps (read ``chunk`` instances at a time; ``decoder`` of
     ``hintpose.topdown.codec.DECODERS``, DARK smoothing with ``heatmap_sigma``), rescore
     (box score x mean keypoint score above ``in_vis_thr``), OKS-NMS per image on the padded
-    crop area, and return COCO keypoint results."""
+    crop area, and return COCO keypoint results. With ``neighbour_decay`` < 1 the poses of
+    one box (equal ``groups``, box ``boxes`` x, y, w, h) are rescored by
+    :func:`decay_neighbour_poses` before the NMS."""
     coords, maxvals = [], []
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
@@ -142,6 +176,10 @@ def heatmaps_to_results(
         return []
     kpts = np.concatenate([np.concatenate(coords), np.concatenate(maxvals)], axis=2)
     scores = rescore(kpts, box_scores, in_vis_thr)
+    if neighbour_decay != 1.0:
+        if groups is None or boxes is None:
+            raise ValueError("neighbour_decay needs the instances' groups and boxes")
+        scores = decay_neighbour_poses(kpts, scores, groups, boxes, neighbour_decay, in_vis_thr)
     areas = sizes.astype(np.float64).prod(axis=1)
     kept = nms_per_image(kpts, scores, areas, image_ids.tolist(), nms_thr, soft_nms, sigmas)
     return [{"image_id": int(image_ids[j]), "category_id": category_id,

@@ -38,6 +38,9 @@ from hintpose.topdown.codec import HeatmapCodec, cue_map
 #: target's box at least this much and holds at least this many of its labeled joints.
 OTHER_BOX_MIN_IOU = 0.1
 OTHER_BOX_MIN_JOINTS = 4
+#: Paired cue training (``paired_cues``, MIPNet's rule): the neighbour is the target of the
+#: second sample only with more than this many of its visible joints inside the crop.
+PAIR_MIN_JOINTS = 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,30 @@ def overlapping_boxes(coco: CocoPersons, instances: Sequence[Instance],
     return out
 
 
+def nearest_neighbours(coco: CocoPersons,
+                       instances: Sequence[Instance]) -> list[np.ndarray | None]:
+    """Per instance, the keypoints (K, 3) of the other trainable person of its image whose box
+    centre is nearest to the instance's box centre (MIPNet's neighbour), or None when the
+    image has no other person."""
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in coco.training_persons():
+        by_image[ann["image_id"]].append(ann)
+
+    def centre(b: Sequence[float]) -> np.ndarray:
+        return np.array([b[0] + b[2] / 2, b[1] + b[3] / 2])
+
+    out: list[np.ndarray | None] = []
+    for inst in instances:
+        others = [a for a in by_image[inst.image_id] if tuple(a["clean_bbox"]) != tuple(inst.bbox)]
+        if not others:
+            out.append(None)
+            continue
+        dist = [float(np.linalg.norm(centre(a["clean_bbox"]) - centre(inst.bbox))) for a in others]
+        best = others[int(np.argmin(dist))]
+        out.append(np.asarray(best["keypoints"], np.float64).reshape(-1, 3))
+    return out
+
+
 def training_instances(coco: CocoPersons) -> list[Instance]:
     """One instance per trainable GT person (see ``CocoPersons.training_persons``)."""
     return [
@@ -87,7 +114,14 @@ class TopDownDataset(Dataset):
     ``params.other_box_prob`` by an overlapping person's box instead of the target's own (see
     :func:`overlapping_boxes`, ``OTHER_BOX_MIN_JOINTS``): the target, and so the cue, stay the
     same, so the network learns to estimate the person the cue marks, not the one the box
-    centers. At inference a detection box holding several people gets one cue per person.
+    centers. With ``params.paired_cues`` (instance-cue models) every training item is a pair
+    of samples of the same crop (same pixels, same augmentation), as MIPNet trains: cued on the
+    target (target: the target) and cued on its nearest neighbour (:func:`nearest_neighbours`;
+    target: the neighbour, its joints outside the crop weighted 0), or, when no more than
+    PAIR_MIN_JOINTS of the neighbour's visible joints lie in the crop, on the target again
+    with a fresh cue. The same pixels must then give two different poses, so the cue cannot
+    be ignored. Paired items hold tensors with a leading pair axis of 2. At inference a
+    detection box holding several people gets one cue per person.
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
@@ -108,6 +142,9 @@ class TopDownDataset(Dataset):
         self.other_boxes: list[list[tuple[float, ...]]] | None = None
         if train and other_boxes and params.other_box_prob > 0:
             self.other_boxes = overlapping_boxes(coco, self.instances)
+        self.neighbours: list[np.ndarray | None] | None = None
+        if train and other_boxes and params.paired_cues:
+            self.neighbours = nearest_neighbours(coco, self.instances)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of an epoch (each epoch sees new ones)."""
@@ -162,7 +199,33 @@ class TopDownDataset(Dataset):
             "rotation": rot, "flip": flip, "cue": cue_xy.astype(np.float32),
         }
         cue = torch.from_numpy(cue_map(cue_xy, self.input_size, self.params.cue_sigma))
-        return tensor, torch.from_numpy(target), torch.from_numpy(weight), cue, meta
+        if self.neighbours is None:
+            return tensor, torch.from_numpy(target), torch.from_numpy(weight), cue, meta
+        target2, weight2, cue2 = self._pair(rng, index, inst, joints, weight, m, flip, width)
+        return (torch.stack([tensor, tensor]), torch.stack([torch.from_numpy(target), target2]),
+                torch.stack([torch.from_numpy(weight), weight2]), torch.stack([cue, cue2]), meta)
+
+    def _pair(self, rng: np.random.Generator, index: int, inst: Instance, joints: np.ndarray,
+              weight: np.ndarray, m: np.ndarray, flip: bool,
+              width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The second sample of a paired item: target, weight and cue map of the neighbour
+        (or of the target again; see the class docstring)."""
+        assert self.neighbours is not None
+        other = self.neighbours[index]
+        pts, vis = joints, weight[:, 0] > 0
+        if other is not None:
+            if flip:
+                other = flip_keypoints(other, width, self.flip_pairs)
+            w, h = self.input_size
+            moved = transform_points(other[:, :2], m)
+            inside = ((other[:, 2] > 0) & (moved[:, 0] >= 0) & (moved[:, 0] < w)
+                      & (moved[:, 1] >= 0) & (moved[:, 1] < h))
+            if int((inside & (other[:, 2] == 2)).sum()) > PAIR_MIN_JOINTS:
+                pts, vis = moved, inside
+        target, weight2 = self.codec.encode(pts, vis)
+        cue_xy = self._cue_point(rng, inst, pts, weight2, m)
+        cue = cue_map(cue_xy, self.input_size, self.params.cue_sigma)
+        return torch.from_numpy(target), torch.from_numpy(weight2), torch.from_numpy(cue)
 
     def _frame(self, rng: np.random.Generator, index: int,
                kpts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

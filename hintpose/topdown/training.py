@@ -176,8 +176,10 @@ class _EpochDataset(Dataset):
 
 
 def _collate(items: list[tuple[Any, ...]]) -> Batch:
-    """Stack image, target, target weight and cue; the meta dicts are not needed here."""
-    return tuple(torch.stack([it[k] for it in items]) for k in range(4))  # type: ignore[return-value]
+    """Stack image, target, target weight and cue (paired items, with a leading pair axis,
+    are concatenated: a batch of B pairs holds 2B samples); the meta dicts are not needed."""
+    join = torch.cat if items[0][0].dim() == 4 else torch.stack
+    return tuple(join([it[k] for it in items]) for k in range(4))  # type: ignore[return-value]
 
 
 def _loader(dataset: Dataset, sampler: Sampler | range, batch_size: int, workers: int,
@@ -251,7 +253,8 @@ class PoseTask(Task):
                  for batch in self.val_loader), self.info, self.rt.device)
         if self.curve is not None:
             val_ap, config, heatmap_file = self.curve
-            row["val_AP"] = val_ap(net, config, self.rt, heatmap_file)
+            *earlier, row["val_AP"] = val_ap.per_hop(net, config, self.rt, heatmap_file)
+            row.update({f"val_AP_hop{h + 1}": ap for h, ap in enumerate(earlier)})
         return row
 
 

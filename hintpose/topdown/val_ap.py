@@ -52,24 +52,34 @@ class ValAP:
     def __call__(self, net: torch.nn.Module, config: dict[str, Any], rt: Runtime,
                  heatmap_file: Path) -> float:
         """AP (0-100) of ``net`` (every rank of a process group calls this; all get it)."""
+        return self.per_hop(net, config, rt, heatmap_file)[-1]
+
+    def per_hop(self, net: torch.nn.Module, config: dict[str, Any], rt: Runtime,
+                heatmap_file: Path) -> list[float]:
+        """AP (0-100) of every hop of ``net`` (``config["hops"]`` of them, the last last)."""
+        hops = int(config.get("hops", 1))
         if not self.boxes:
-            return float("nan")
+            return [float("nan")] * hops
         heatmap_file.parent.mkdir(parents=True, exist_ok=True)
+        hop_files = [heatmap_file.with_name(f"hop{h + 1}_{heatmap_file.name}")
+                     for h in range(hops - 1)]
         was_training = net.training
         net.eval()
         try:
             run = run_inference(net, config, self.coco, self.boxes, "val AP boxes",
-                                heatmap_file, self.params, rt)
+                                heatmap_file, self.params, rt, hop_files)
         finally:
             net.train(was_training)
-        ap = float("nan")
+        aps = [float("nan")] * hops
         info = current_dist()
         if info.is_main:
-            heatmap_file.unlink(missing_ok=True)
-            ap = 100.0 * coco_keypoint_eval(self.coco.data, run.results, self.image_ids,
-                                            self.coco.sigmas)["AP"]
+            for file in [heatmap_file, *hop_files]:
+                file.unlink(missing_ok=True)
+            aps = [100.0 * coco_keypoint_eval(self.coco.data, res, self.image_ids,
+                                              self.coco.sigmas)["AP"]
+                   for res in [*run.hop_results, run.results]]
         if info.distributed:
-            value = torch.tensor([ap], dtype=torch.float64)
+            value = torch.tensor(aps, dtype=torch.float64)
             torch.distributed.broadcast(value, 0)
-            ap = float(value[0])
-        return ap
+            aps = value.tolist()
+        return aps
