@@ -39,13 +39,16 @@ class Schedule:
     """Adam (no weight decay) at ``lr`` for ``epochs``, times ``lr_factor`` at each fraction
     ``lr_steps`` of the schedule (HRNet: 170 and 200 of 210 epochs). ``fused_adam`` picks
     PyTorch's fused Adam kernel (the pose models) instead of the per-tensor loop (MultiPoseNet,
-    PoseFix): the two round differently, so each network keeps the one it was tuned with."""
+    PoseFix): the two round differently, so each network keeps the one it was tuned with.
+    ``added_lr_mult`` scales the lr of the parameters a network lists in
+    ``added_parameters()`` (the blocks HintPose adds to a pretrained HRNet)."""
 
     epochs: int
     lr: float
     lr_steps: Sequence[float] = ()
     lr_factor: float = 0.1
     fused_adam: bool = False
+    added_lr_mult: float = 1.0
 
     def milestones(self) -> list[int]:
         return [max(1, round(f * self.epochs)) for f in self.lr_steps]
@@ -141,7 +144,14 @@ def fit(net: nn.Module, task: Task, schedule: Schedule, device: torch.device,
     ignored, with a note). ``on_epoch_end(epoch, row)`` runs after each epoch's checkpoint; an
     exception from it stops training there, as a kill would. Returns with ``net`` in eval mode.
     """
-    optimizer = torch.optim.Adam(net.parameters(), lr=schedule.lr, weight_decay=0.0,
+    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
+    added_of = getattr(net, "added_parameters", None)
+    if schedule.added_lr_mult != 1.0 and added_of is not None:
+        added = {id(p) for p in added_of()}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in added]},
+                  {"params": [p for p in net.parameters() if id(p) in added],
+                   "lr": schedule.lr * schedule.added_lr_mult}]
+    optimizer = torch.optim.Adam(groups, lr=schedule.lr, weight_decay=0.0,
                                  fused=schedule.fused_adam or None)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, schedule.milestones(),
                                                      gamma=schedule.lr_factor)

@@ -28,8 +28,9 @@ from hintpose.detection.config import (
     training_config,
 )
 from hintpose.detection.detect import coco_box_eval, detect_images
-from hintpose.detection.train import train_detector
+from hintpose.detection.train import train_detector, with_runtime
 from hintpose.errors import ConfigError, DataError
+from hintpose.runtime import bf16_supported
 from hintpose.trainlog import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +58,14 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def trained(dataset, tiny_config: str, tmp_path_factory: pytest.TempPathFactory):
-    """A detector folder after a few real training iterations."""
+    """A detector folder after a few real training iterations, trained as the stage trains
+    (bf16 autocast where the CPU has fast bf16 kernels, channels_last)."""
     params = DetectorParams(config=tiny_config, train=DetectorTrainParams(
         epochs=2, batch_size=4, lr=0.002, workers=0, val_interval=1, val_images=0))
     work = tmp_path_factory.mktemp("work")
-    result = train_detector(training_config(load_config(tiny_config), dataset["train"],
-                                            dataset["val"], params, work))
+    cfg = training_config(load_config(tiny_config), dataset["train"], dataset["val"], params,
+                          work)
+    result = train_detector(with_runtime(cfg, bf16_supported(torch.device("cpu")), True))
     folder = tmp_path_factory.mktemp("detector")
     save_detector(folder, result.config, {"weights": "trained", "classes": ["person"],
                                           "person_label": 0}, result.model)
@@ -73,6 +76,10 @@ def test_training_logs_each_epoch_and_saves_loadable_weights(trained, tmp_path: 
     folder, result = trained
     assert [r["epoch"] for r in result.log] == [1.0, 2.0]
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_AP"]) for r in result.log)
+    assert all(r["seconds"] > 0 for r in result.log)  # the learning curve's time axis
+    assert result.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert result.config.optim_wrapper.type == (
+        "HintposeBf16OptimWrapper" if bf16_supported(torch.device("cpu")) else "OptimWrapper")
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     assert state.keys() == result.model.state_dict().keys()
     write_log(tmp_path / "log", result.log)  # what the train_detector stage writes

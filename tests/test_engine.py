@@ -104,6 +104,32 @@ def test_lr_steps_at_the_milestones() -> None:
                                                           rel=1e-9)
 
 
+def test_added_blocks_get_their_own_lr() -> None:
+    """``added_lr_mult`` scales the lr of the parameters a network lists as added (Adam's
+    first step moves each weight by about its lr); the others keep the schedule's lr."""
+
+    class Added(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base, self.extra = tiny_net(), nn.Linear(1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.extra(self.base(x))
+
+        def added_parameters(self) -> list[nn.Parameter]:
+            return list(self.extra.parameters())
+
+    for mult in (1.0, 10.0):
+        net = Added()
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        task = Regression(samples=8)
+        fit(net, task, Schedule(1, 1e-3, added_lr_mult=mult), CPU, None, FINGERPRINT,
+            progress=False)
+        step = {k: float((v - before[k]).abs().max()) for k, v in net.state_dict().items()}
+        assert step["base.0.weight"] == pytest.approx(1e-3, rel=0.05)
+        assert step["extra.weight"] == pytest.approx(1e-3 * mult, rel=0.05)
+
+
 # --------------------------------------------------------------------------- the loop
 
 

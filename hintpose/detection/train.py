@@ -1,6 +1,11 @@
 """Training of an MMDetection person detector with mmengine's Runner (the config comes from
 hintpose.detection.config.training_config), resumable, with one log row per epoch.
 
+With a ``Runtime`` of bf16 and/or channels_last (``runtime.bf16`` where the CPU has fast bf16
+kernels, ``runtime.channels_last``), the forward passes and losses run under bf16 autocast
+(``Bf16OptimWrapper``: MMEngine's own AMP wrapper is for GPUs only) and the model in
+channels_last memory: part of the training fingerprint, as they change the weights.
+
 The Runner's work folder keeps the last epoch's checkpoint (MMEngine's CheckpointHook) and the
 epoch rows so far; a run that finds a work folder of the same config continues after its last
 epoch through MMEngine's own resume, one of another config is cleared first. The stage removes
@@ -9,11 +14,13 @@ the folder once the detector is saved.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +29,66 @@ import numpy as np
 import torch
 
 from hintpose.detection.config import require_mmdet
+from hintpose.errors import ConfigError
 from hintpose.io import write_json
 
 #: The config a work folder belongs to, and the epoch rows logged in it so far.
 FINGERPRINT, ROWS = "fingerprint.txt", "epoch_rows.json"
+
+
+def register_bf16_wrapper() -> str:
+    """Register (once) an mmengine optimizer wrapper that runs the model's forward pass and
+    loss under CPU/GPU bf16 autocast; returns its registry name."""
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import OPTIM_WRAPPERS
+
+    name = "HintposeBf16OptimWrapper"
+    if OPTIM_WRAPPERS.get(name) is None:
+
+        class Bf16OptimWrapper(OptimWrapper):
+            """OptimWrapper whose ``optim_context`` adds bf16 autocast on the model's device."""
+
+            @contextlib.contextmanager
+            def optim_context(self, model: torch.nn.Module) -> Iterator[None]:
+                device = next(model.parameters()).device.type
+                with super().optim_context(model), torch.autocast(device, torch.bfloat16):
+                    yield
+
+        OPTIM_WRAPPERS.register_module(name=name, module=Bf16OptimWrapper)
+    return name
+
+
+def with_runtime(cfg: Any, bf16: bool, channels_last: bool) -> Any:
+    """``cfg`` (a training config) set to train under bf16 autocast and/or with the model in
+    channels_last memory; unchanged when neither."""
+    if bf16:
+        if cfg.optim_wrapper.get("type", "OptimWrapper") != "OptimWrapper":
+            raise ConfigError(f"runtime.bf16: the detector config's optim_wrapper type "
+                              f"{cfg.optim_wrapper.type!r} is not mmengine's plain OptimWrapper "
+                              "(set runtime.bf16 false for it)")
+        cfg.optim_wrapper.type = register_bf16_wrapper()
+    if channels_last:
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), {"type": register_channels_last()}]
+    return cfg
+
+
+def register_channels_last() -> str:
+    """Register (once) an mmengine hook that puts the model in channels_last memory before
+    training; returns its registry name."""
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    name = "HintposeChannelsLastHook"
+    if HOOKS.get(name) is None:
+
+        class ChannelsLast(Hook):
+            priority = "VERY_HIGH"
+
+            def before_train(self, runner: Any) -> None:
+                runner.model.to(memory_format=torch.channels_last)
+
+        HOOKS.register_module(name=name, module=ChannelsLast)
+    return name
 
 
 def _epoch_log_hook(rows_file: Path) -> Any:

@@ -98,6 +98,11 @@ class HintPose(nn.Module):
                 _zero_conv(LAYER1_CHANNELS, LAYER1_CHANNELS, 1),
             )
 
+    def added_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the blocks HintPose adds to HRNet (cue, hint, update)."""
+        blocks = (self.cue_block, self.hint_block, self.update_block)
+        return [p for block in blocks if block is not None for p in block.parameters()]
+
     @property
     def num_outputs(self) -> int:
         """Length of the list :meth:`forward` returns."""

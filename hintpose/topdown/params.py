@@ -62,6 +62,9 @@ class PoseTrainParams:
     #: Fractions of the schedule where the lr is multiplied by lr_factor (HRNet: 170/210, 200/210).
     lr_steps: tuple[float, ...] = field(default=(0.5,), metadata={"gt": 0, "lt": 1})
     lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
+    #: Beyond the report (1: the report): the lr of the blocks HintPose adds to HRNet (instance
+    #: cue, recurrent hint and update) x this; they start at zero on a trained HRNet.
+    added_lr_mult: float = field(default=1.0, metadata={"gt": 0, "max": 1000})
     #: Use at most this many training persons per epoch (0: all of them).
     max_samples: int = field(default=1200, metadata={"min": 0})
     #: Persons of the val split used for the per-epoch validation loss (0: all of them).

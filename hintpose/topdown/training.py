@@ -302,7 +302,8 @@ def train_pose_model(
                     curve)
     # A recurrent model with one hop never uses its feedback blocks.
     fitted = fit(net, task, Schedule(tp.epochs, tp.lr, tp.lr_steps, tp.lr_factor,
-                                     fused_adam=rt.device.type in ("cpu", "cuda")),
+                                     fused_adam=rt.device.type in ("cpu", "cuda"),
+                                     added_lr_mult=tp.added_lr_mult),
                  rt.device, checkpoint, fingerprint, info=info, progress=progress,
                  on_epoch_end=on_epoch_end,
                  find_unused_parameters=config["recurrent"] and config["hops"] == 1)
