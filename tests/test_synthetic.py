@@ -180,10 +180,11 @@ def test_back_facing_persons_have_no_face_labels(monkeypatch: pytest.MonkeyPatch
     assert ears > 0
 
 
-def test_plain_clothes_change_only_the_look() -> None:
-    """``textures: false`` draws the same persons at the same places (same annotations, same
-    crowding) in plain colours: only pixels on persons differ."""
-    plain = dataclasses.replace(CFG, textures=False, noise_std=0.0, blur_sigma=0.0)
+def test_plain_look_changes_only_the_look() -> None:
+    """``look: plain`` draws the same persons at the same places (same annotations, same
+    crowding) in plain colours, without the distractor shapes and noise: on the persons
+    the pixels differ, and where the textured image is plain background they are equal."""
+    plain = dataclasses.replace(CFG, look="plain", blur_sigma=0.0)
     textured = dataclasses.replace(CFG, noise_std=0.0, blur_sigma=0.0)
     img_t, anns_t = generate_image(np.random.default_rng(3), textured)
     img_p, anns_p = generate_image(np.random.default_rng(3), plain)
@@ -192,5 +193,5 @@ def test_plain_clothes_change_only_the_look() -> None:
     on_persons = np.zeros(differ.shape, bool)
     for ann in anns_t:
         on_persons |= mask_utils.decode(ann["segmentation"]).astype(bool)
-    assert differ.any()
-    assert differ[on_persons].sum() > 0.99 * differ.sum()  # (unannotated specks aside)
+    assert differ[on_persons].mean() > 0.2  # textures gone
+    assert 0.0 < differ[~on_persons].mean() < 0.9  # distractor shapes gone, background kept

@@ -32,14 +32,16 @@ class SyntheticConfig:
     out_of_frame: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     #: Mean number of background distractor shapes (some of them limb-like bars).
     distractors: int = field(default=4, metadata={"min": 0, "max": 500})
-    #: Clothing textures (stripes, blotches, checks) on a person's clothed parts; off: plain
-    #: shaded colours.
-    textures: bool = True
     #: Gaussian blur sigma and pixel-noise std (grey levels), each scaled per image by a
     #: random factor in [0.6, 1.4] / [0.5, 1.5].
     blur_sigma: float = field(default=0.7, metadata={"min": 0.0, "max": 10.0})
     noise_std: float = field(default=4.0, metadata={"min": 0.0, "max": 100.0})
     jpeg_quality: int = field(default=92, metadata={"min": 1, "max": 100})
+    #: The appearance. ``textured``: clothing textures (stripes, blotches, checks), the
+    #: ``distractors`` background shapes and the ``noise_std`` pixel noise. ``plain``: the
+    #: same scenes (every random draw is made, so the same persons stand at the same places)
+    #: in plain shaded clothes, without distractor shapes and noise.
+    look: str = field(default="textured", metadata={"choices": ("textured", "plain")})
     #: Persons with fewer visible pixels are not annotated (they still occlude others).
     min_area: int = field(default=16, metadata={"min": 1})
     #: Persons without any labeled joint are annotated only from this visible area on.

@@ -108,7 +108,8 @@ def _render(canvas: np.ndarray, owner: np.ndarray, fig: Figure, px: float, py: f
     ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(oy)
     ramp = 1.0 + (xs * np.float32(math.cos(ang)) + ys * np.float32(math.sin(ang))) * np.float32(
         strength / fig.height)
-    tex = _texture(fig, h, w, ox, oy, rng) if textures else None
+    tex = _texture(fig, h, w, ox, oy, rng)  # drawn either way: the same random stream
+    tex = tex if textures else None
     mult = ramp if tex is None else ramp * (1.0 + tex * fig.cloth[label])
     lut = np.zeros((256, 1, 3), np.uint8)
     lut[:NUM_PARTS, 0] = np.clip(fig.palette, 0, 255)
@@ -159,6 +160,9 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
         horizon = int(u(0.3, 0.75) * h)
         img[horizon:] = layer(h - horizon)
     n = int(rng.poisson(cfg.distractors)) if cfg.distractors else 0
+    # A plain look makes the same draws (so the persons after them stay the same) but paints
+    # the shapes on a scratch copy.
+    shapes = img if cfg.look == "textured" else img.copy()
     for _ in range(n):
         kind = int(rng.integers(7))
         color = tuple(float(c) for c in rng.uniform(0, 255, 3))
@@ -167,15 +171,15 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
         if kind == 0:  # rectangle
             p0 = (int(cx), int(cy))
             p1 = (int(cx + u(-1, 1) * size * 2), int(cy + u(-1, 1) * size * 2))
-            cv2.rectangle(img, p0, p1, color, -1)
+            cv2.rectangle(shapes, p0, p1, color, -1)
         elif kind == 1:  # disc or ring
-            cv2.circle(img, (int(cx), int(cy)), int(size / 2) + 1, color,
+            cv2.circle(shapes, (int(cx), int(cy)), int(size / 2) + 1, color,
                        -1 if rng.random() < 0.6 else int(u(1, 5)), cv2.LINE_AA)
         elif kind == 2:  # random polygon
             poly = np.stack([cx + u(-1, 1, 5) * size, cy + u(-1, 1, 5) * size], 1)
-            cv2.fillPoly(img, [poly.astype(np.int32)], color, cv2.LINE_AA)
+            cv2.fillPoly(shapes, [poly.astype(np.int32)], color, cv2.LINE_AA)
         elif kind == 3:  # thin line
-            cv2.line(img, (int(cx), int(cy)), (int(u(0, w)), int(u(0, h))), color,
+            cv2.line(shapes, (int(cx), int(cy)), (int(u(0, w)), int(u(0, h))), color,
                      int(u(1, 4)), cv2.LINE_AA)
         elif kind in (4, 5):  # limb-like bar (sometimes bent), skin or cloth coloured
             if rng.random() < 0.5:
@@ -185,12 +189,12 @@ def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
             p0 = np.array([cx, cy])
             for _seg in range(1 + int(rng.random() < 0.4)):
                 p1 = p0 + size * np.array([math.cos(a), math.sin(a)])
-                cv2.line(img, tuple(map(int, p0)), tuple(map(int, p1)), color, thick,
+                cv2.line(shapes, tuple(map(int, p0)), tuple(map(int, p1)), color, thick,
                          cv2.LINE_AA)
                 p0, a = p1, a + u(-2, 2)
         else:  # head-like blob
             axes = (int(size / 3) + 1, int(size / 2.5) + 1)
-            cv2.ellipse(img, (int(cx), int(cy)), axes, u(0, 180), 0, 360, color, -1,
+            cv2.ellipse(shapes, (int(cx), int(cy)), axes, u(0, 180), 0, 360, color, -1,
                         cv2.LINE_AA)
     return img
 
@@ -345,7 +349,7 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
     canvas = _background(rng, cfg)
     owner = np.full((cfg.image_height, cfg.image_width), -1, np.int16)
     layout = _layout(rng, cfg)
-    drawn = [_render(canvas, owner, f, px, py, k, rng, cfg.textures)
+    drawn = [_render(canvas, owner, f, px, py, k, rng, cfg.look == "textured")
              for k, (f, px, py) in enumerate(layout)]
     anns = []
     for k, ((f, px, py), d) in enumerate(zip(layout, drawn, strict=True)):
@@ -355,7 +359,7 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
                 anns.append(ann)
     if cfg.blur_sigma > 0:
         canvas = cv2.GaussianBlur(canvas, (0, 0), cfg.blur_sigma * rng.uniform(0.6, 1.4))
-    if cfg.noise_std > 0:  # zero-mean noise: sum of two uniform bytes (cheap, near Gaussian)
+    if cfg.noise_std > 0 and cfg.look == "textured":  # zero-mean: sum of two uniform bytes
         pair = np.frombuffer(rng.bytes(2 * canvas.size), np.uint8).reshape(2, *canvas.shape)
         noise = cv2.add(pair[0], pair[1], dtype=cv2.CV_16S)
         gain = cfg.noise_std * rng.uniform(0.5, 1.5) / _PAIR_STD
