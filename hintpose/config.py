@@ -34,7 +34,7 @@ from hintpose.topdown.params import (  # noqa: F401 (re-exported)
 class DetectorTrainParams:
     """``detector.train``: the schedule of the detector trained on the embedded data."""
 
-    epochs: int = field(default=8, metadata={"min": 1})
+    epochs: int = field(default=9, metadata={"min": 1})
     batch_size: int = field(default=8, metadata={"min": 1})
     lr: float = field(default=0.004, metadata={"gt": 0})
     #: mmengine's data loader workers (they draw the augmentation: part of the result).
@@ -93,7 +93,7 @@ class EvalParams:
     soft_nms: bool = False
     #: Heatmap decoder (hintpose.topdown.codec.DECODERS): HRNet's quarter-pixel step
     #: (``hrnet``, the report) or DARK's Taylor step (``dark``).
-    decoder: str = field(default="hrnet", metadata={"choices": ("hrnet", "dark")})
+    decoder: str = field(default="dark", metadata={"choices": ("hrnet", "dark")})
     #: Cue-aware scoring (beyond the report; 1: the report, every cue's pose alike): per box,
     #: the pose that best spans the box keeps its score, each other cue's pose is multiplied
     #: by this (MIPNet: 0.5) before the NMS (hintpose.topdown.postprocess).

@@ -41,7 +41,7 @@ class SyntheticConfig:
     #: ``distractors`` background shapes and the ``noise_std`` pixel noise. ``plain``: the
     #: same scenes (every random draw is made, so the same persons stand at the same places)
     #: in plain shaded clothes, without distractor shapes and noise.
-    look: str = field(default="textured", metadata={"choices": ("textured", "plain")})
+    look: str = field(default="plain", metadata={"choices": ("textured", "plain")})
     #: Persons with fewer visible pixels are not annotated (they still occlude others).
     min_area: int = field(default=16, metadata={"min": 1})
     #: Persons without any labeled joint are annotated only from this visible area on.

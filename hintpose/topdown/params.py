@@ -39,7 +39,7 @@ class PoseDataParams:
     box_padding: float = field(default=1.25, metadata={"min": 1.0})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.
-    target: str = field(default="hrnet", metadata={"choices": ("hrnet", "unbiased")})
+    target: str = field(default="unbiased", metadata={"choices": ("hrnet", "unbiased")})
     #: HRNet's augmentation (official: 0.35, 45 degrees with probability 0.6, half body 0.3);
     #: the defaults here learn faster on a schedule of minutes.
     scale_factor: float = field(default=0.25, metadata={"min": 0, "lt": 1})
