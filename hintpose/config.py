@@ -34,7 +34,7 @@ from hintpose.topdown.params import (  # noqa: F401 (re-exported)
 class DetectorTrainParams:
     """``detector.train``: the schedule of the detector trained on the embedded data."""
 
-    epochs: int = field(default=9, metadata={"min": 1})
+    epochs: int = field(default=8, metadata={"min": 1})
     batch_size: int = field(default=8, metadata={"min": 1})
     lr: float = field(default=0.004, metadata={"gt": 0})
     #: mmengine's data loader workers (they draw the augmentation: part of the result).

@@ -161,8 +161,15 @@ def test_whole_pipeline_outputs(reproduced) -> None:
     table = (repo / "metrics/results_table.md").read_text()
     for row in ("| I.C.+R.R. | ", "| Ensemble | ", "| Ensemble + PoseFix | "):
         assert row in table
-    for figure in ("figure3_instance_cues", "training_curves", "crowded_persons"):
+    for figure in ("figure3_instance_cues", "training_curves", "learning_curves",
+                   "crowded_persons"):
         assert (repo / f"metrics/plots/report/{figure}.png").stat().st_size > 5000
+    # the learning curves' figures: every epoch of every network logs its accuracy and time
+    for net, column in (("pretrain", "val_AP"), ("train/baseline", "val_AP"),
+                        ("train/rr_a", "val_AP_hop1"), ("detector", "val_AP"),
+                        ("multiposenet", "val_cue_recall")):
+        log = read_log(repo / "metrics/logs" / net)
+        assert log[column].notna().all() and (log["seconds"] > 0).all(), net
     # the registered metrics are the headline figures; the per-result-set scores are details
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ensemble", "ensemble_posefix"}

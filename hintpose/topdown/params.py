@@ -71,7 +71,7 @@ class PoseTrainParams:
     val_samples: int = field(default=128, metadata={"min": 0})
     #: Val images whose GT-box AP is measured after every epoch: the learning curve
     #: (hintpose.topdown.val_ap; 0: none).
-    val_images: int = field(default=50, metadata={"min": 0})
+    val_images: int = field(default=30, metadata={"min": 0})
     workers: int = field(default=1, metadata={"min": 0})
 
 
@@ -85,6 +85,7 @@ class PosePretrainParams(PoseTrainParams):
     lr: float = field(default=2e-3, metadata={"gt": 0})
     lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
     max_samples: int = field(default=0, metadata={"min": 0})
+    val_images: int = field(default=50, metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
 
 
