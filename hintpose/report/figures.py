@@ -79,7 +79,7 @@ def plot_training_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
 
 #: Per network family: the accuracy its log holds (column, scale to percent, axis label).
 CURVE_METRICS = {
-    "pose": ("val_AP", 1.0, "keypoint AP, GT boxes (50 val images)"),
+    "pose": ("val_AP", 1.0, "keypoint AP, GT boxes (val_images)"),
     "detector": ("val_AP", 100.0, "box AP (val images)"),
     "multiposenet": ("val_cue_recall", 100.0, "multi-person cue recall, GT boxes"),
     "posefix": ("val_loss", 1.0, "val loss (no accuracy logged)"),
