@@ -82,7 +82,7 @@ CURVE_METRICS = {
     "pose": ("val_AP", 1.0, "keypoint AP, GT boxes (val_images)"),
     "detector": ("val_AP", 100.0, "box AP (val images)"),
     "multiposenet": ("val_cue_recall", 100.0, "multi-person cue recall, GT boxes"),
-    "posefix": ("val_loss", 1.0, "val loss (no accuracy logged)"),
+    "posefix": ("val_l1", 1.0, "mean joint error of refined val poses (map px)"),
 }
 
 
