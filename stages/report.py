@@ -7,8 +7,9 @@
   dvclive folders under ``--logs``: ``pretrain``, ``train/<model>`` for each of ``models``,
   ``detector``, ``multiposenet``, ``posefix``; the pose networks share a panel).
 - ``<out>/learning_curves.png``: each network's accuracy after every epoch (pose: GT-box AP of
-  50 val images; detector: box AP; MultiPoseNet: multi-person cue recall) against its training
-  minutes, the pose models continuing from the pretrained HRNet's curve.
+  ``pose.*.val_images`` val images; detector: box AP; MultiPoseNet: multi-person cue recall;
+  PoseFix: mean joint error of its refined val poses) against its training minutes, the pose
+  models continuing from the pretrained HRNet's curve.
 - ``<out>/crowded_persons.png``: for the ``--persons`` most overlapped val persons, the GT and
   the best-matching pose (highest OKS) of each ``--compare NAME=RESULTS`` (detector boxes).
 AP by crowd level per result set is the score stage's ``metrics/plots/ap_by_crowd.png``.
