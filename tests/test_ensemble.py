@@ -42,10 +42,14 @@ SHAPE = (17, 8, 6)
 
 
 def write_member(folder: Path, rows: list[tuple[int, int]], seed: int, boxes: int = 3,
-                 shape: tuple[int, int, int] = SHAPE, size_w: float = 90.0) -> np.ndarray:
+                 shape: tuple[int, int, int] = SHAPE, size_w: float = 90.0,
+                 sigma: float = 3.0) -> np.ndarray:
     """A member folder with instances ``rows`` of (box_index, cue_index) over ``boxes``
-    boxes (one per image); returns its heatmaps."""
+    boxes (one per image) and the ``infer.json`` of a model trained with ``sigma``; returns
+    its heatmaps."""
     folder.mkdir(parents=True, exist_ok=True)
+    model = {"input_width": 4 * shape[2], "input_height": 4 * shape[1], "sigma": sigma}
+    (folder / "infer.json").write_text(json.dumps({"model": model}))
     frame = pd.DataFrame(rows, columns=["box_index", "cue_index"])
     b = frame["box_index"].to_numpy().astype(float)
     frame = frame.assign(image_id=frame["box_index"] + 1, box_x=10 * b, box_y=5.0, box_w=40.0,
@@ -100,6 +104,21 @@ def test_heatmap_file_reads_rows_in_any_order(tmp_path: Path) -> None:
         idx = np.array([4, 0, 0, 5, 2, 3])
         np.testing.assert_array_equal(f.rows(idx), heat[idx])
         assert f.rows(np.zeros(0, int)).shape == (0, *SHAPE)
+
+
+def test_dark_decoding_needs_members_of_one_sigma(tmp_path: Path) -> None:
+    """DARK's decoder smooths the averaged heatmaps with the members' target sigma: members
+    trained with different sigmas, or without an inference record, are clear errors; HRNet's
+    decoder needs neither."""
+    write_member(tmp_path / "a", PER_BOX, seed=1)
+    write_member(tmp_path / "b", PER_BOX, seed=2, sigma=2.0)
+    members = [Member("a", tmp_path / "a", 1.0), Member("b", tmp_path / "b", 1.0)]
+    with pytest.raises(DataError, match=r"different heatmap sigmas \(a: 0.375, b: 0.25\)"):
+        run_ensemble(members, "det", EvalParams(decoder="dark"))
+    assert run_ensemble(members, "det", EvalParams(decoder="hrnet")).results
+    (tmp_path / "b" / "infer.json").unlink()
+    with pytest.raises(DataError, match="b/infer.json: inference settings not found"):
+        run_ensemble(members, "det", EvalParams(decoder="dark"))
 
 
 def test_mismatched_members_are_clear_errors(tmp_path: Path) -> None:
@@ -167,6 +186,7 @@ def infer_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             Runtime(torch.device("cpu")))
         out.index.to_csv(files["index"], index=False)
         files["results"].write_text(json.dumps(out.results) + "\n")
+        (files["heatmaps"].parent / "infer.json").write_text(json.dumps({"model": config}))
     return root
 
 
