@@ -44,15 +44,17 @@ def main() -> None:
     figures: dict[str, object] = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                   "threads": torch.get_num_threads(), "images": args.images,
                                   "config": det.config}
-    for name, bf16, channels_last in settings:
-        with tempfile.TemporaryDirectory() as work:
-            cfg = training_config(load_config(det.config), train, val, det, Path(work))
+    # One folder for every run: mmengine keeps one Visualizer per process, which goes on
+    # writing under the first run's folder.
+    with tempfile.TemporaryDirectory() as work:
+        for name, bf16, channels_last in settings:
+            cfg = training_config(load_config(det.config), train, val, det, Path(work) / name)
             cfg.train_dataloader.dataset["indices"] = args.images
             cfg.default_hooks.checkpoint = None
             result = train_detector(with_runtime(cfg, bf16, channels_last))
-        seconds = result.log[0]["seconds"]
-        figures[name] = round(args.images / seconds, 2)
-        print(f"{name}: {figures[name]} img/s (loss {result.log[0]['loss']:.3f})", flush=True)
+            figures[name] = round(args.images / result.log[0]["seconds"], 2)
+            print(f"{name}: {figures[name]} img/s (loss {result.log[0]['loss']:.3f})",
+                  flush=True)
     print(json.dumps(figures))
 
 
