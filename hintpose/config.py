@@ -94,10 +94,11 @@ class EvalParams:
     #: Heatmap decoder (hintpose.topdown.codec.DECODERS): HRNet's quarter-pixel step
     #: (``hrnet``, the report) or DARK's Taylor step (``dark``).
     decoder: str = field(default="dark", metadata={"choices": ("hrnet", "dark")})
-    #: Cue-aware scoring (beyond the report; 1: the report, every cue's pose alike): per box,
-    #: the pose that best spans the box keeps its score, each other cue's pose is multiplied
-    #: by this (MIPNet: 0.5) before the NMS (hintpose.topdown.postprocess).
-    neighbour_decay: float = field(default=1.0, metadata={"min": 0, "max": 1})
+    #: Cue-aware scoring (beyond the report; MIPNet: 0.5): per box, the pose that best spans
+    #: the box keeps its score, each other cue's pose is multiplied by this before the NMS
+    #: (hintpose.topdown.postprocess). Cue models' results are written under both protocols
+    #: (the report's: every cue's pose alike); 1 writes the report's only.
+    neighbour_decay: float = field(default=0.5, metadata={"min": 0, "max": 1})
     #: HRNet's flip test (average with the mirrored input's heatmaps, shifted one pixel);
     #: off in the default, where it would double the inference time.
     flip_test: bool = False
@@ -282,6 +283,19 @@ class RuntimeParams:
 
 
 @dataclass(frozen=True)
+class BoxRemovalParams:
+    """``box_removal``: where a cue model should win. AP of ``models`` with detector boxes as
+    a random share (``fractions``, drawn with ``seed``, the same boxes for every model) of the
+    boxes is dropped, and how many GT persons left without a box a pose still finds
+    (hintpose.topdown.box_removal)."""
+
+    #: Empty: every model of ``models`` with neither addition or both (baseline, I.C.+R.R.).
+    models: tuple[str, ...] = ()
+    fractions: tuple[float, ...] = field(default=(0.0, 0.2, 0.4), metadata={"min": 0, "lt": 1})
+    seed: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -295,6 +309,13 @@ class Params:
     cues: CuesParams = _sub(CuesParams)
     ensemble: EnsembleParams = _sub(EnsembleParams)
     posefix: PosefixParams = _sub(PosefixParams)
+    box_removal: BoxRemovalParams = _sub(BoxRemovalParams)
+
+    def box_removal_models(self) -> list[str]:
+        """``box_removal.models``, or when empty the models with neither addition or both."""
+        if self.box_removal.models:
+            return list(self.box_removal.models)
+        return [n for n, m in self.models.items() if m.instance_cue == m.recurrent]
 
     def __post_init__(self) -> None:
         for name in self.models:
@@ -303,6 +324,10 @@ class Params:
                                   "and _ (it names folders and DVC stages)")
         if not self.models:
             raise ConfigError("models must name at least one pose model")
+        unknown = [m for m in self.box_removal.models if m not in self.models]
+        if unknown:
+            raise ConfigError(f"box_removal.models: {', '.join(unknown)} not under models "
+                              f"(known: {', '.join(self.models)})")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -36,9 +36,11 @@ def main() -> None:
 
     tmp = start_dir(args.out)
     metrics, runs = {}, {}
+    # The report's protocol (every cue's pose scored alike), as the rows it feeds (PoseFix).
+    report_protocol = dataclasses.replace(params.eval, neighbour_decay=1.0)
     for mode in BOX_MODES:
-        out = run_ensemble(members, mode, params.eval, val.category["id"], params.ensemble.chunk,
-                           val.sigmas)
+        out = run_ensemble(members, mode, report_protocol, val.category["id"],
+                           params.ensemble.chunk, val.sigmas)
         files = inference_files(tmp, mode)
         out.index.to_csv(files["index"], index=False)
         write_json(files["results"], out.results, indent=None)
@@ -51,7 +53,7 @@ def main() -> None:
     settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
                             for m in members},
                 "ensemble": dataclasses.asdict(params.ensemble),
-                "eval": dataclasses.asdict(params.eval), "runs": runs}
+                "eval": dataclasses.asdict(report_protocol), "runs": runs}
     write_json(tmp / "ensemble.json", settings)
     finish_dir(args.out)
     write_json(args.details, metrics)

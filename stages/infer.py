@@ -4,7 +4,9 @@ For each box mode (``det``: the detections file; ``gt``: the GT persons HRNet ev
 the output folder gets heatmaps (flip-tested with ``eval.flip_test``) as one float16 array
 (``heatmaps_<mode>.npy``),
 the instance index (``instances_<mode>.csv``, row i = heatmap i) and COCO keypoint results
-after decoding, rescoring and OKS-NMS (``results_<mode>.json``); ``infer.json`` records the
+after decoding, rescoring and OKS-NMS (``results_<mode>.json``, the report's protocol: every
+cue's pose scored alike; a cue model with ``eval.neighbour_decay`` < 1 also writes
+``results_<mode>_cueaware.json``, MIPNet's cue-aware scoring); ``infer.json`` records the
 model and settings. Instance-cue models run once per (box, cue) with cues from ``--cues`` (a
 list aligned with the detections); GT boxes take the cue points of their image that lie
 inside them. A box without a cue (or every box, without ``--cues``) uses its center; those
@@ -56,11 +58,11 @@ def main() -> None:
     # Imported only now: a parent that relaunches itself never loads torch.
     from hintpose.io import finish_dir, partial_dir, start_dir, write_json
     from hintpose.runtime import distributed_session, from_params
-    from hintpose.scoring.evaluation import coco_keypoint_eval
     from hintpose.topdown.boxes import cues_inside, gt_boxes, read_boxes, read_cues, with_cues
     from hintpose.topdown.cue_probe import run_cue_probe
     from hintpose.topdown.inference import load_pose_model, run_inference
     from hintpose.topdown.outputs import inference_files
+    from hintpose.topdown.val_ap import earlier_hop_files, hop_aps
 
     with distributed_session(rp.device) as info:
         coco = val
@@ -83,8 +85,7 @@ def main() -> None:
                  ("gt", gt, f"GT boxes of {coco.annotation_file}"))
         for mode, boxes, source in modes:
             files = inference_files(tmp, mode)
-            hop_files = [tmp / f"hop{h + 1}_heatmaps_{mode}.npy"
-                         for h in range(int(config["hops"]) - 1)]
+            hop_files = earlier_hop_files(files["heatmaps"], int(config["hops"]))
             out = run_inference(net, config, coco, boxes, source, files["heatmaps"],
                                 params.eval, rt, hop_files)
             if not info.is_main:
@@ -92,12 +93,12 @@ def main() -> None:
             out.index.to_csv(files["index"], index=False)
             write_json(files["results"], out.results, indent=None)
             metrics[mode] = out.stats
+            if out.cue_aware_results is not None:
+                write_json(files["cue_aware"], out.cue_aware_results, indent=None)
+                metrics[mode]["cue_aware_results"] = len(out.cue_aware_results)
             if hop_files:  # a recurrent model: does each hop refine the one before?
-                for file in hop_files:
-                    file.unlink()
-                metrics[mode]["hop_AP"] = [
-                    round(100 * coco_keypoint_eval(coco.data, res, sigmas=coco.sigmas)["AP"], 2)
-                    for res in [*out.hop_results, out.results]]
+                metrics[mode]["hop_AP"] = [round(ap, 2)
+                                           for ap in hop_aps(coco, out, hop_files)]
             note = ""
             if config["instance_cue"] and out.stats["cue_fallbacks"]:
                 note = (f"; {out.stats['cue_fallbacks']} of {out.stats['boxes']} boxes had no "

@@ -4,7 +4,8 @@
   detection box (of ``--cues``) whose first two cues lie on two different persons of the most
   crowded image: for each cue, the crop, the heatmaps and the skeleton.
 - ``<out>/training_curves.png``: training and validation losses of every trained network (the
-  dvclive folders under ``--logs``: ``pretrain``, ``train/<model>`` for each of ``models``,
+  dvclive folders under ``--logs``: ``pretrain`` (and its cue branch ``pretrain_cue``),
+  ``train/<model>`` for each of ``models``,
   ``detector``, ``multiposenet``, ``posefix``; the pose networks share a panel).
 - ``<out>/learning_curves.png``: each network's accuracy after every epoch (pose: GT-box AP of
   ``pose.*.val_images`` val images; detector: box AP; MultiPoseNet: multi-person cue recall;
@@ -60,7 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     coco = load_split(args.dataset, "val")
-    logs = read_logs({"pose@pretrain": args.logs / "pretrain",
+    branch = ({"pose@pretrain_cue": args.logs / "pretrain_cue"}
+              if params.pose.pretrain.epochs and params.pose.pretrain.cue_epochs else {})
+    logs = read_logs({"pose@pretrain": args.logs / "pretrain", **branch,
                       **{f"pose@{m}": args.logs / "train" / m for m in params.models},
                       **{net: args.logs / net for net in ("detector", "multiposenet", "posefix")}})
     compare = {name: read_json(path, "results file")

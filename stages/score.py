@@ -1,7 +1,9 @@
 """Stage score: COCO keypoint AP of every result set, overall and by crowd level, and the table.
 
 Result sets: each model of ``models`` in the params file (``<infer>/<model>/results_det.json``
-and ``results_gt.json``, written by infer@<model>) plus any ``--results NAME=DIR`` (``ensemble``,
+and ``results_gt.json``, written by infer@<model>; a cue model's ``results_*_cueaware.json``
+too, as ``<model>_cueaware``, the rows "..., cue-aware scoring") plus any
+``--results NAME=DIR`` (``ensemble``,
 ``ensemble_posefix``: a folder with ``results_det.json`` and/or ``results_gt.json``) or
 ``--results NAME:BOXES=FILE`` (one results file, BOXES ``det`` or ``gt``). Writes
 the headline figures ``--summary`` (AP and hard-crowd AP per method and box mode, the cue
@@ -41,7 +43,7 @@ from hintpose.scoring.results import (
     summary,
     table_markdown,
 )
-from hintpose.topdown.outputs import BOX_MODES, inference_files
+from hintpose.topdown.outputs import BOX_MODES, CUE_AWARE, inference_files
 
 
 def result_sets(infer_dir: Path, models: list[str],
@@ -59,6 +61,9 @@ def result_sets(infer_dir: Path, models: list[str],
                 raise DataError(f"{path}: results of model {model!r} with {boxes} boxes not "
                                 f"found (run infer@{model})")
             sets.append((model, boxes, path))
+            cue_aware = inference_files(folder, boxes)["cue_aware"]
+            if cue_aware.is_file():  # a cue model's results under cue-aware scoring
+                sets.append((model + CUE_AWARE, boxes, cue_aware))
     for spec in extras:
         target, sep, path_name = spec.partition("=")
         name, _, boxes = target.partition(":")
@@ -100,9 +105,11 @@ def main() -> None:
     params = load_params(args.params)
     gt = load_split(args.dataset, "val").data
     sets = result_sets(args.infer, list(params.models), args.results)
-    methods = {name: method_of(name) for name, _, _ in sets if name not in params.models}
-    methods.update({name: method_of(name, m.instance_cue, m.recurrent)
-                    for name, m in params.models.items()})
+    methods = {name: method_of(name, m.instance_cue, m.recurrent)
+               for name, m in params.models.items()}
+    methods.update({name + CUE_AWARE: method_of(name, m.instance_cue, m.recurrent, True)
+                    for name, m in params.models.items() if m.instance_cue})
+    methods.update({name: method_of(name) for name, _, _ in sets if name not in methods})
     records = []
     for name, boxes, path in tqdm(sets, desc="score", unit="result set"):
         records.append(score_results(gt, read_json(path, "results file"), name, boxes,

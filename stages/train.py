@@ -29,7 +29,15 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=None,
                     help="HRNet weights the backbone starts from (the pretrain stage's "
                          "hrnet.pt); default: pose.pretrained")
+    ap.add_argument("--cue-init", type=Path, default=None,
+                    help="the pretrain stage's cue branch (cue.pt): cue models start from it "
+                         "when pose.pretrain.cue_epochs > 0")
+    ap.add_argument("--cue-log-dir", type=Path, default=None,
+                    help="with --pretrain: dvclive folder of the cue branch (default: "
+                         "<log-dir>_cue)")
     args = ap.parse_args()
+    if args.cue_log_dir is None:
+        args.cue_log_dir = args.log_dir.with_name(args.log_dir.name + "_cue")
     params = load_params(args.params)
     if args.model is not None and args.model not in params.models:
         known = ", ".join(params.models) or "none"
@@ -37,6 +45,13 @@ def main() -> None:
                           f"(known: {known})")
     if args.init is not None and not args.init.is_file():
         raise DataError(f"{args.init}: initial HRNet weights not found (run the pretrain stage)")
+    cue_init = None
+    if (args.model is not None and params.models[args.model].instance_cue
+            and params.pose.pretrain.cue_epochs > 0 and args.cue_init is not None):
+        cue_init = args.cue_init
+        if not cue_init.is_file():
+            raise DataError(f"{cue_init}: cue-branch weights not found (run the pretrain "
+                            "stage; pose.pretrain.cue_epochs > 0 writes them)")
     train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
     rp = params.runtime
     trains = not args.pretrain or params.pose.pretrain.epochs > 0
@@ -45,32 +60,35 @@ def main() -> None:
 
     # Imported only now: a parent that relaunches itself never loads torch.
     from hintpose.engine import CHECKPOINT, finish_training
-    from hintpose.io import finish_dir, start_dir, write_json
-    from hintpose.models.folder import MODEL_CONFIG
+    from hintpose.io import finish_dir, save_torch, start_dir, write_json
+    from hintpose.models.folder import MODEL_CONFIG, plain_state
     from hintpose.runtime import distributed_session, from_params
-    from hintpose.topdown.training import (
-        BACKBONE_WEIGHTS,
-        pretrain_backbone,
-        save_backbone,
-        train_pose_model,
-    )
+    from hintpose.topdown.pretraining import pretrain_backbone
+    from hintpose.topdown.training import train_pose_model
+    from hintpose.topdown.weights import BACKBONE_WEIGHTS, CUE_WEIGHTS, save_backbone
     from hintpose.trainlog import write_log
 
     with distributed_session(rp.device) as info:
         rt = from_params(rp, info.local_rank, announce=info.is_main)
         ckpt = args.checkpoints / CHECKPOINT
+        branch = None
         if args.pretrain:
-            result = pretrain_backbone(train, val, params.pose, rt, ckpt, info=info)
+            result, branch = pretrain_backbone(train, val, params.pose, rt, ckpt, info=info)
         else:
             result = train_pose_model(train, val, params.pose, params.models[args.model], rt,
-                                      ckpt, info=info, init=args.init, init_key="--init")
+                                      ckpt, info=info, init=args.init, init_key="--init",
+                                      cue_init=cue_init)
         if info.is_main and args.pretrain:
             tmp = start_dir(args.out)
             save_backbone(tmp / BACKBONE_WEIGHTS, result.model)
             write_json(tmp / MODEL_CONFIG, result.config)
             write_log(args.log_dir, result.log)
+            if branch is not None:
+                save_torch(plain_state(branch.model), tmp / CUE_WEIGHTS)
+                write_log(args.cue_log_dir, branch.log)
             finish_dir(args.out)
-            ckpt.unlink(missing_ok=True)
+            for name in (CHECKPOINT, "fork.pt", "cue_last.pt"):
+                (args.checkpoints / name).unlink(missing_ok=True)
         elif info.is_main:
             finish_training(args.out, result.model, {"name": args.model, **result.config},
                             result.log, args.log_dir, ckpt)

@@ -134,6 +134,7 @@ def test_infer_writes_consistent_heatmaps_index_and_results(work: Path, monkeypa
     # the counts and the cue probe are in the output folder too (score reads the probe there)
     assert {k: record[k] for k in metrics} == metrics
     assert set(metrics) == {"instance_cue", "recurrent", "cues_file", "det", "gt", "cue_probe"}
+    assert not inference_files(out, "det")["cue_aware"].exists()  # no cue: one protocol
 
 
 def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkeypatch) -> None:
@@ -156,6 +157,11 @@ def test_instance_cue_model_runs_per_cue_and_counts_fallbacks(work: Path, monkey
         assert rows["cue_index"].tolist() == (list(range(len(cues[b]["cues"]))) or [-1])
     heat = np.load(work / "infer/ic_a/heatmaps_det.npy", mmap_mode="r")
     assert heat.shape[0] == len(index)
+    # both protocols: the report's (every cue's pose alike) and cue-aware scoring (a box's
+    # other cues decayed before the NMS; hintpose.topdown.postprocess, tested there)
+    aware = json.loads(inference_files(work / "infer/ic_a", "det")["cue_aware"].read_text())
+    assert metrics["det"]["cue_aware_results"] == len(aware) > 0
+    assert {r["image_id"] for r in aware} <= set(index["image_id"])
     assert 0 < metrics["gt"]["cue_fallbacks"] < metrics["gt"]["boxes"]
     probe = metrics["cue_probe"]  # the probe of a model with a cue input (hintpose.cue_probe)
     assert probe["pairs"] > 0 and 0.0 <= probe["follow_rate"] <= 1.0
@@ -316,6 +322,9 @@ def scored(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             path = inference_files(folder, boxes)["results"]
             path.write_text(json.dumps(fake_results(work, 1.0 + i + j, i)))
+            if name in ("ic_a", "icrr_a"):  # the same models under cue-aware scoring
+                path = inference_files(folder, boxes)["cue_aware"]
+                path.write_text(json.dumps(fake_results(work, 2.0 + i + j, i)))
         if name in MODELS:
             pairs = 10 if name in FOLLOW else 0
             probe = {"pairs": pairs, "oks_own": 0.5, "oks_other": 0.4,
@@ -338,7 +347,7 @@ def scored(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_score_writes_results_csv_metrics_and_plot(scored: Path) -> None:
     results = pd.read_csv(scored / "metrics/results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
-    assert len(results) == 2 * (len(MODELS) + 1)
+    assert len(results) == 2 * (len(MODELS) + 1 + 2)  # + ic_a, icrr_a cue-aware
     assert set(results["boxes"]) == {"det", "gt"}
     ap = results.set_index(["name", "boxes"])["AP"]
     assert ap[("baseline", "det")] > ap[("ensemble", "gt")]  # 1 px noise vs 7 px
@@ -360,7 +369,11 @@ def test_score_summary_holds_the_headline_figures(scored: Path) -> None:
     summary = json.loads((scored / "metrics/summary.json").read_text())
     assert set(summary) == {"AP", "follow_rate"}
     results = pd.read_csv(scored / "metrics/results.csv").set_index(["name", "boxes"])
-    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ensemble"}  # no PoseFix run
+    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ic_cueaware",
+                                  "icrr_cueaware", "ensemble"}  # no PoseFix run
+    assert set(summary["AP"]["icrr_cueaware"]) <= {"det", "det_hard"}  # detector boxes only
+    assert summary["AP"]["ic_cueaware"]["det"] == pytest.approx(
+        round(100 * results.loc[("ic_a_cueaware", "det"), "AP"], 2))
     for boxes in ("det", "gt"):
         assert summary["AP"]["baseline"][boxes] == pytest.approx(
             round(100 * results.loc[("baseline", boxes), "AP"], 2))
@@ -390,6 +403,7 @@ def test_score_table_rows_and_mean_spread(scored: Path) -> None:
                                              f"{abs(a - b) / 2 * 100:.1f}")
     assert det.loc["HRNet baseline", "AP"] == f"{results.loc[('baseline', 'det'), 'AP'] * 100:.1f}"
     assert det.loc["Ensemble + PoseFix", "AP"] == "—"
+    assert det.loc["I.C.+R.R., cue-aware scoring", "models"] == "icrr_a_cueaware"
     md = (scored / "metrics/results_table.md").read_text()
     assert "## Detector boxes" in md and "## GT boxes" in md
     assert "| Instance cue | " + det.loc["Instance cue", "AP"] in md
@@ -414,6 +428,9 @@ def test_table_rows_follow_the_model_settings() -> None:
     assert method_of("ensemble_posefix") == "Ensemble + PoseFix"
     with pytest.raises(ValueError, match="neither an ensemble"):
         method_of("foo")
+    assert method_of("y", True, True, cue_aware=True) == "I.C.+R.R., cue-aware scoring"
+    with pytest.raises(ValueError, match="cue-aware scoring needs a cue model"):
+        method_of("x", False, True, cue_aware=True)
     assert mean_spread([0.70, 0.74]) == pytest.approx((0.72, 0.02))
     assert format_cell([0.70, 0.74]) == "72.0 ± 2.0"
     assert format_cell([0.705]) == "70.5"

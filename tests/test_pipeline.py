@@ -157,10 +157,23 @@ def test_whole_pipeline_outputs(reproduced) -> None:
             (d["image_id"], d["bbox"]) for d in detections]
     lines = (repo / "metrics/results.csv").read_text().splitlines()
     assert lines[0] == "name,boxes,AP,AP50,AP75,APm,APl,AR,AP_easy,AP_medium,AP_hard"
-    assert len(lines) == 1 + 2 * len(MODELS) + 4  # + ensemble, ensemble + PoseFix
+    cue_models = [name for name in MODELS if name.startswith("ic")]
+    # + each cue model under cue-aware scoring, ensemble, ensemble + PoseFix
+    assert len(lines) == 1 + 2 * len(MODELS) + 2 * len(cue_models) + 4
     table = (repo / "metrics/results_table.md").read_text()
-    for row in ("| I.C.+R.R. | ", "| Ensemble | ", "| Ensemble + PoseFix | "):
+    for row in ("| I.C.+R.R. | ", "| I.C.+R.R., cue-aware scoring | ", "| Ensemble | ",
+                "| Ensemble + PoseFix | "):
         assert row in table
+    # the cue branch: its log holds the cue probe, and the cue models started from it
+    assert (repo / "data/pretrain/cue.pt").is_file()
+    branch = read_log(repo / "metrics/logs/pretrain_cue")
+    assert len(branch) == SMOKE["pose"]["pretrain"]["cue_epochs"]
+    assert branch["follow_rate"].between(0, 1).all()
+    # where the method should win: AP as detector boxes go missing
+    removal = json.loads((repo / "metrics/details/box_removal.json").read_text())
+    assert {r["model"] for r in removal["rows"]} == {"baseline", "icrr_a"}
+    assert {r["protocol"] for r in removal["rows"]} == {"report", "cue-aware"}
+    assert (repo / "metrics/plots/box_removal.png").stat().st_size > 5000
     for figure in ("figure3_instance_cues", "training_curves", "learning_curves",
                    "crowded_persons"):
         assert (repo / f"metrics/plots/report/{figure}.png").stat().st_size > 5000
@@ -172,7 +185,9 @@ def test_whole_pipeline_outputs(reproduced) -> None:
         assert log[column].notna().all() and (log["seconds"] > 0).all(), net
     # the registered metrics are the headline figures; the per-result-set scores are details
     summary = json.loads((repo / "metrics/summary.json").read_text())
-    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ensemble", "ensemble_posefix"}
+    assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ic_cueaware",
+                                  "icrr_cueaware", "ensemble", "ensemble_posefix"}
+    assert set(summary["AP"]["icrr_cueaware"]) == {"det", "det_hard"}
     assert {"det", "gt"} <= set(summary["AP"]["ensemble_posefix"])
     assert (repo / "metrics/details/scores/ensemble_posefix_det.json").is_file()
     assert set(json.loads((repo / "metrics/detection.json").read_text())) == {"box_AP",
@@ -211,10 +226,10 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
         # report draws every model's training curves)
         ("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
          "ic_a: {instance_cue: true, recurrent: false, seed: 3}"):
-            {"train@ic_a", "ensemble", "score", "report"},
-        # an inference setting: every infer stage, and the two that post-process again
+            {"train@ic_a", "ensemble", "box_removal", "score", "report"},
+        # an inference setting: every infer stage, and the three that post-process again
         ("nms_thr: 0.9 ", "nms_thr: 0.8 "):
-            {f"infer@{name}" for name in MODELS} | {"ensemble", "refine"},
+            {f"infer@{name}" for name in MODELS} | {"ensemble", "box_removal", "refine"},
     }
     try:
         for (old, new), expected in edits.items():

@@ -30,17 +30,16 @@ from hintpose.models.hintpose import HintPose
 from hintpose.models.hrnet import HRNet
 from hintpose.runtime import Runtime
 from hintpose.topdown.inference import load_pose_model
+from hintpose.topdown.pretraining import cue_branch_schedule, pretrain_backbone
 from hintpose.topdown.samples import TopDownDataset, training_instances
 from hintpose.topdown.training import (
     _collate,
     forward_losses,
-    load_pretrained_backbone,
-    pretrain_backbone,
-    save_backbone,
     select_training_instances,
     train_pose_model,
     validation_instances,
 )
+from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone, save_backbone
 from hintpose.trainlog import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +155,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
 
 
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_loss_hop1", "train_loss_hop2", "val_loss",
-               "val_AP", "val_AP_hop1", "seconds", "img_s"]
+               "val_AP", "val_AP_hop1", "follow_rate", "oks_own", "oks_other", "seconds",
+               "img_s"]
 
 
 def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> None:
@@ -175,6 +175,7 @@ def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> No
     assert np.isfinite(row["val_loss"]) and row["lr"] == pytest.approx(1e-3)
     assert 0 <= row["val_AP"] <= 100  # the learning curve's GT-box AP of the val images
     assert 0 <= row["val_AP_hop1"] <= 100  # and that of the earlier hop
+    assert 0 <= row["follow_rate"] <= 1  # the cue probe's learning curve
     assert row["epoch"] == 1 and row["seconds"] > 0 and row["img_s"] > 0
     write_log(tmp_path / "log", result.log)
     frame = read_log(tmp_path / "log")
@@ -183,6 +184,30 @@ def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> No
     assert frame["train_loss_hop2"].tolist() == pytest.approx([row["train_loss_hop2"]])
     metrics = json.loads((tmp_path / "log" / "metrics.json").read_text())
     assert metrics["val_loss"] == pytest.approx(row["val_loss"]) and "epoch" not in metrics
+
+
+def test_coarse_to_fine_targets_give_each_hop_its_own_sigma(splits) -> None:
+    """hop_sigma_scales: a recurrent model's training targets gain a hop axis, hop 1 the
+    widest Gaussian and the last hop the plain target; each hop's loss uses its own."""
+    train, _ = splits
+    pose = tiny_pose(epochs=1)
+    data = replace(pose.data, hop_sigma_scales=(2.0, 1.0))
+    inst = training_instances(train)[:4]
+    plain = TopDownDataset(train, inst, pose.data, train=True, seed=0, hops=2)
+    c2f = TopDownDataset(train, inst, data, train=True, seed=0, hops=2)
+    _, target, weight, _, _ = c2f[0]
+    assert target.shape == (2, *plain[0][1].shape)
+    assert torch.equal(target[1], plain[0][1]) and torch.equal(weight, plain[0][2])
+    j = int(torch.argmax(weight[:, 0]))
+    assert (target[0, j] > 0.5).sum() > (target[1, j] > 0.5).sum()  # wider at hop 1
+    single = TopDownDataset(train, inst, data, train=True, seed=0, hops=1)
+    assert single[0][1].shape == plain[0][1].shape  # a one-hop model: one target
+    batch = _collate([c2f[i] for i in range(4)])
+    net = HintPose(4, False, True, hops=2)
+    losses = forward_losses(net, batch, CPU, False)
+    assert len(losses) == 2 and all(torch.isfinite(v) for v in losses)
+    with pytest.raises(ConfigError, match="hop_sigma_scales gives 3 factors; hops is 2"):
+        replace(pose, data=replace(pose.data, hop_sigma_scales=(3.0, 2.0, 1.0)))
 
 
 def test_lr_follows_the_step_schedule(splits) -> None:
@@ -374,9 +399,10 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     additions), and a resume checkpoint made from other initial weights is not reused."""
     train, val = splits
     pose = tiny_pose(epochs=1)
-    pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5}))
-    pre = pretrain_backbone(train, val, pose, CPU, None, progress=False)
-    assert len(pre.log) == 1 and not pre.config["instance_cue"]
+    pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5,
+                                                        "cue_epochs": 0}))
+    pre, branch = pretrain_backbone(train, val, pose, CPU, None, progress=False)
+    assert len(pre.log) == 1 and not pre.config["instance_cue"] and branch is None
     path = tmp_path / "hrnet.pt"
     save_backbone(path, pre.model)
 
@@ -402,6 +428,43 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--init: checkpoint file .*nope.pt not found"):
         train_pose_model(train, None, pose, model, CPU, None, progress=False,
                          init=tmp_path / "nope.pt", init_key="--init")
+
+
+def test_cue_branch_forks_off_the_pretraining(splits, tmp_path: Path) -> None:
+    """With cue_epochs 1 of 2 the pretraining also trains a cue model for its last epoch from
+    the plain HRNet of epoch 1 (at that epoch's lr; the cue probe in its log), cue models start
+    from it (recurrent blocks still zero: the last hop equals the branch's output), and a
+    file of other weights is a clear error."""
+    train, val = splits
+    pose = tiny_pose()
+    pose = replace(pose, data=replace(pose.data, paired_cues=True),
+                   pretrain=PosePretrainParams(**{**asdict(pose.train), "lr_steps": (0.5,),
+                                                  "cue_epochs": 1, "probe_pairs": 4,
+                                                  "val_images": 0}))
+    schedule = cue_branch_schedule(pose.pretrain)
+    assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (1, pytest.approx(1e-4), ())
+    ckpt = tmp_path / "ckpt" / CHECKPOINT
+    pre, branch = pretrain_backbone(train, val, pose, CPU, ckpt, progress=False)
+    assert branch is not None and branch.config["instance_cue"]
+    assert len(pre.log) == 2 and len(branch.log) == 1
+    assert branch.log[0]["lr"] == pytest.approx(1e-4)
+    assert 0 <= branch.log[0]["follow_rate"] <= 1 and "oks_own" in branch.log[0]
+    assert (tmp_path / "ckpt" / "fork.pt").is_file()  # the plain HRNet of epoch 1
+    cue_file = tmp_path / "cue.pt"
+    torch.save(branch.model.state_dict(), cue_file)
+
+    net = HintPose.from_config({**branch.config, "recurrent": True, "hops": 2})
+    load_cue_init(net, cue_file)
+    image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(image, cue)[-1], branch.model.eval()(image, cue)[0],
+                              atol=1e-6)
+    plain = tmp_path / "hrnet.pt"
+    save_backbone(plain, pre.model)
+    with pytest.raises(ConfigError, match="--cue-init: .*hrnet.pt does not fit this cue model"):
+        load_cue_init(net, plain)
+    with pytest.raises(ConfigError, match="this model has no cue"):
+        load_cue_init(HintPose.from_config(pre.config), cue_file)
 
 
 class _Oracle(torch.nn.Module):

@@ -83,6 +83,7 @@ CURVE_METRICS = {
     "detector": ("val_AP", 100.0, "box AP (val images)"),
     "multiposenet": ("val_cue_recall", 100.0, "multi-person cue recall, GT boxes"),
     "posefix": ("val_l1", 1.0, "mean joint error of refined val poses (map px)"),
+    "cue": ("follow_rate", 100.0, "cue probe: follow rate, %"),
 }
 
 
@@ -101,11 +102,23 @@ def plot_learning_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
     for name in logs:
         if name.split("@")[0] in CURVE_METRICS:
             families.setdefault(name.split("@")[0], []).append(name)
+    probed = [n for n in families.get("pose", []) if "follow_rate" in logs[n]]
+    if probed:  # the cue models' probe: when does the cue start to be read?
+        families["cue"] = probed
     fig, axes = plt.subplots(1, max(1, len(families)), figsize=(4.2 * max(1, len(families)), 3.4),
                              squeeze=False)
     pre = logs.get("pose@pretrain")
-    pre_minutes = (float(minutes_axis(pre).iloc[-1])
-                   if pre is not None and "seconds" in pre and len(pre) else 0.0)
+    has_pre = pre is not None and "seconds" in pre and len(pre) > 0
+    pre_minutes = float(minutes_axis(pre).iloc[-1]) if has_pre else 0.0
+
+    def start_of(family: str, name: str) -> float:
+        """Pose models continue the pretraining; its cue branch forks off its last epochs."""
+        if family not in ("pose", "cue") or name == "pose@pretrain" or not has_pre:
+            return 0.0
+        if name == "pose@pretrain_cue":
+            fork = len(pre) - len(logs[name])
+            return float(minutes_axis(pre).iloc[fork - 1]) if fork > 0 else 0.0
+        return pre_minutes
     for ax, (family, names) in zip(axes[0], families.items(), strict=False):
         column, scale, label = CURVE_METRICS[family]
         for i, name in enumerate(names):
@@ -113,8 +126,7 @@ def plot_learning_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
             if column not in frame or "seconds" not in frame or not len(frame):
                 continue
             rows = frame.dropna(subset=[column])
-            start = pre_minutes if family == "pose" and name != "pose@pretrain" else 0.0
-            x = minutes_axis(frame, start)[rows.index]
+            x = minutes_axis(frame, start_of(family, name))[rows.index]
             ax.plot(x, rows[column] * scale, marker="o", ms=3, color=f"C{i % 10}",
                     label=name.split("@")[-1])
         ax.set_title(family)

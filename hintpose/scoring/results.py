@@ -20,35 +20,49 @@ import pandas as pd
 
 from hintpose.data.crowd import CROWD_LEVELS
 from hintpose.scoring.evaluation import coco_keypoint_eval, crowd_level_eval
-from hintpose.topdown.outputs import BOX_MODES
+from hintpose.topdown.outputs import BOX_MODES, CUE_AWARE
 
 BOX_LABELS = {"det": "detector boxes", "gt": "GT boxes"}
 RESULT_COLUMNS = ("name", "boxes", "AP", "AP50", "AP75", "APm", "APl", "AR", "AP_easy",
                   "AP_medium", "AP_hard")
 #: Result-set names of the stages after the single models.
 ENSEMBLE, ENSEMBLE_POSEFIX = "ensemble", "ensemble_posefix"
-#: Rows of the report's table, in its order.
-TABLE_ROWS = ("HRNet baseline", "Instance cue", "Recurrent refinement", "I.C.+R.R.", "Ensemble",
+#: Rows of the report's table, in its order. The cue models' rows are the report's protocol
+#: (one pose per cue, scored alike); their ``CUE_AWARE_LABEL`` rows score the same heatmaps
+#: cue-aware (``eval.neighbour_decay``, beyond the report).
+CUE_AWARE_LABEL = ", cue-aware scoring"
+TABLE_ROWS = ("HRNet baseline", "Instance cue", "Recurrent refinement", "I.C.+R.R.",
+              "Instance cue" + CUE_AWARE_LABEL, "I.C.+R.R." + CUE_AWARE_LABEL, "Ensemble",
               "Ensemble + PoseFix")
 #: Columns of the report's table: result column -> heading.
 TABLE_COLUMNS = {"AP": "AP", "AR": "AR", "AP50": "AP50", "AP75": "AP75", "APm": "APm",
                  "APl": "APl", "AP_hard": "hard-crowd AP"}
 MISSING = "—"
 #: Keys of the table rows in the headline figures (``summary``).
-SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", ENSEMBLE, ENSEMBLE_POSEFIX),
+SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", "ic" + CUE_AWARE,
+                                     "icrr" + CUE_AWARE, ENSEMBLE, ENSEMBLE_POSEFIX),
                         strict=True))
+#: Box modes of the cue-aware rows in the headline figures (the table has both): the
+#: protocol is about boxes holding several persons, so detector boxes; it keeps the
+#: registered figures few.
+CUE_AWARE_SUMMARY_MODES = ("det",)
 
 
-def method_of(name: str, instance_cue: bool | None = None, recurrent: bool | None = None) -> str:
+def method_of(name: str, instance_cue: bool | None = None, recurrent: bool | None = None,
+              cue_aware: bool = False) -> str:
     """The table row of a result set: the ensemble stages by name, a pose model by its
-    ``instance_cue`` / ``recurrent`` settings (which must then be given)."""
+    ``instance_cue`` / ``recurrent`` settings (which must then be given) and by the
+    protocol its results were scored with (``cue_aware``: cue models only)."""
     if name == ENSEMBLE:
         return "Ensemble"
     if name == ENSEMBLE_POSEFIX:
         return "Ensemble + PoseFix"
     if instance_cue is None or recurrent is None:
         raise ValueError(f"result set {name!r} is neither an ensemble nor a known pose model")
-    return TABLE_ROWS[int(instance_cue) + 2 * int(recurrent)]
+    if cue_aware and not instance_cue:
+        raise ValueError(f"result set {name!r}: cue-aware scoring needs a cue model")
+    return TABLE_ROWS[int(instance_cue) + 2 * int(recurrent)] + (CUE_AWARE_LABEL
+                                                                 if cue_aware else "")
 
 
 def score_record(name: str, boxes: str, stats: Mapping[str, float],
@@ -126,7 +140,7 @@ def summary(results: pd.DataFrame, methods: Mapping[str, str],
     ap: dict[str, dict[str, float]] = {}
     follow: dict[str, float] = {}
     for method, key in SUMMARY_KEYS.items():
-        for mode in BOX_MODES:
+        for mode in CUE_AWARE_SUMMARY_MODES if key.endswith(CUE_AWARE) else BOX_MODES:
             members = results[(results["boxes"] == mode) & (results["name"].map(methods)
                                                            == method)]
             for column, suffix in (("AP", ""), ("AP_hard", "_hard")):
@@ -147,7 +161,10 @@ def table_markdown(table: pd.DataFrame) -> str:
     parts = ["# Results", "",
              "AP and AR in percent (COCO keypoint metric, pycocotools); `mean ± spread` over "
              "the models of a method (spread: half their range); hard-crowd AP on images with "
-             "a CrowdPose crowd index of 0.8 or more."]
+             "a CrowdPose crowd index of 0.8 or more. Cue models run once per instance cue in "
+             "a box; their plain rows score every cue's pose alike (the report's protocol), "
+             "their \"cue-aware scoring\" rows keep one primary pose per box and decay the "
+             "others (MIPNet; `eval.neighbour_decay`)."]
     for mode, group in table.groupby("boxes", sort=False):
         label = BOX_LABELS.get(str(mode), str(mode))
         parts += ["", f"## {label[:1].upper()}{label[1:]}", "",

@@ -68,8 +68,8 @@ class HeatmapCodec:
         self, heatmaps: np.ndarray, centers: np.ndarray, sizes: np.ndarray,
         method: str = "hrnet",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """See :func:`decode`."""
-        return decode(heatmaps, centers, sizes, method)
+        """See :func:`decode` (DARK smooths with this codec's sigma)."""
+        return decode(heatmaps, centers, sizes, method, self.sigma)
 
 
 def heatmap_sigma(config: dict) -> float:

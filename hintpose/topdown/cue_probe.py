@@ -42,7 +42,8 @@ from hintpose.topdown.samples import (
     TopDownDataset,
 )
 
-__all__ = ["Pair", "crowded_pairs", "follow_stats", "probe_instances", "run_cue_probe"]
+__all__ = ["Pair", "crowded_pairs", "follow_stats", "probe_instances", "run_cue_probe",
+           "probe_row"]
 
 #: (a, b, cue on a, cue on b): annotations of the boxed and the neighbouring person, and
 #: their cue points (x, y) in image pixels.
@@ -133,3 +134,28 @@ def run_cue_probe(
                        dataset.codec.sigma)
     own, other = (coords[0::2], coords[1::2]) if use_cue else (coords, coords)
     return follow_stats(pairs, own, other, coco.sigmas)
+
+
+#: The probe's figures a training log records after every epoch (``pose.*.probe_pairs``).
+PROBE_COLUMNS = ("follow_rate", "oks_own", "oks_other")
+
+
+def probe_row(model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
+              heatmap_file: Path, params: EvalParams, rt: Runtime) -> dict[str, float]:
+    """:func:`run_cue_probe` as a training-log row (PROBE_COLUMNS, every rank gets them):
+    the learning curve of the cue. ``model`` is put in eval mode and back."""
+    was_training = model.training
+    model.eval()
+    try:
+        stats = run_cue_probe(model, config, coco, heatmap_file, params, rt)
+    finally:
+        model.train(was_training)
+    info = current_dist()
+    values = [float(stats.get(k, float("nan"))) for k in PROBE_COLUMNS]
+    if info.is_main:
+        heatmap_file.unlink(missing_ok=True)
+    if info.distributed:
+        shared = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.broadcast(shared, 0)
+        values = shared.tolist()
+    return dict(zip(PROBE_COLUMNS, values, strict=True))

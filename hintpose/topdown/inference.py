@@ -31,7 +31,7 @@ from hintpose.models.folder import load_network
 from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime, current_dist
 from hintpose.topdown.outputs import INDEX_COLUMNS, InferenceRun
-from hintpose.topdown.postprocess import heatmaps_to_results
+from hintpose.topdown.postprocess import decode_heatmaps, poses_to_results
 from hintpose.topdown.samples import Instance, TopDownDataset
 
 
@@ -192,19 +192,35 @@ def run_inference(
         return InferenceRun(pd.DataFrame(columns=list(INDEX_COLUMNS)), [], {})
     index = instance_index(instset, centers, sizes)
 
-    def results_of(file: Path) -> list[dict[str, Any]]:
+    def poses_of(file: Path) -> np.ndarray:
         heat = np.load(file, mmap_mode="r")
-        return heatmaps_to_results(
-            lambda sl: heat[sl], len(index), centers, sizes, index["image_id"].to_numpy(),
-            index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
-            nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
-            decoder=params.decoder, heatmap_sigma=dataset.codec.sigma,
-            groups=index["box_index"].to_numpy(),
-            boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
-            neighbour_decay=params.neighbour_decay)
+        return decode_heatmaps(lambda sl: heat[sl], len(index), centers, sizes, params.decoder,
+                               dataset.codec.sigma)
 
-    results = results_of(heatmap_file)
+    def results_of(kpts: np.ndarray, decay: float = 1.0) -> list[dict[str, Any]]:
+        return index_results(kpts, index, coco, params, decay)
+
+    final = poses_of(heatmap_file)
+    results = results_of(final)
+    cue_aware = (results_of(final, params.neighbour_decay)
+                 if use_cue and params.neighbour_decay != 1.0 else None)
     stats = {**instset.stats, "instances": len(index), "results": len(results),
              "seconds": round(seconds, 2),
              "instances_per_second": round(len(index) / max(seconds, 1e-9), 2)}
-    return InferenceRun(index, results, stats, [results_of(file) for file in hop_files])
+    return InferenceRun(index, results, stats,
+                        [results_of(poses_of(file)) for file in hop_files], cue_aware)
+
+
+def index_results(kpts: np.ndarray, index: pd.DataFrame, coco: CocoPersons, params: EvalParams,
+                  neighbour_decay: float = 1.0) -> list[dict[str, Any]]:
+    """COCO results of decoded poses ``kpts`` (row i: instance i of ``index``, INDEX_COLUMNS):
+    HRNet's rescoring and OKS-NMS with ``params``; with ``neighbour_decay`` < 1 the
+    cue-aware scoring (:func:`hintpose.topdown.postprocess.decay_neighbour_poses`) first.
+    ``neighbour_decay`` 1 is the report's protocol: every cue's pose scored alike."""
+    return poses_to_results(
+        kpts, index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
+        index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
+        nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
+        groups=index["box_index"].to_numpy(),
+        boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
+        neighbour_decay=neighbour_decay)

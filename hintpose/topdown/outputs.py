@@ -13,6 +13,8 @@ from hintpose.errors import DataError
 
 #: Box modes: detector boxes (the detect stage's) and the GT boxes HRNet evaluates with.
 BOX_MODES = ("det", "gt")
+#: Suffix of a cue model's results under cue-aware scoring (its result set's name too).
+CUE_AWARE = "_cueaware"
 
 #: Columns of an instance index: the source box (its position in the box list, clipped box,
 #: score), the cue (its position in the box's cue list and the point; -1 and NaN when the
@@ -24,11 +26,13 @@ INDEX_COLUMNS = ("image_id", "box_index", "cue_index", "box_x", "box_y", "box_w"
 def inference_files(folder: str | Path, boxes: str) -> dict[str, Path]:
     """Where an ``infer`` output folder keeps the heatmaps (.npy, float16 (N, J, h, w)), the
     instance index (.csv, INDEX_COLUMNS, row i = heatmap i) and the COCO results of a box
-    mode (``det`` or ``gt``)."""
+    mode (``det`` or ``gt``): under the report's protocol, and (``cue_aware``, cue models with
+    ``eval.neighbour_decay`` < 1) under cue-aware scoring."""
     folder = Path(folder)
     return {"heatmaps": folder / f"heatmaps_{boxes}.npy",
             "index": folder / f"instances_{boxes}.csv",
-            "results": folder / f"results_{boxes}.json"}
+            "results": folder / f"results_{boxes}.json",
+            "cue_aware": folder / f"results_{boxes}{CUE_AWARE}.json"}
 
 
 def read_instance_index(path: str | Path) -> pd.DataFrame:
@@ -52,3 +56,6 @@ class InferenceRun:
     stats: dict[str, float]
     #: Results of the earlier hops of a recurrent model (hop 1 first), when asked for.
     hop_results: list[list[dict[str, Any]]] = field(default_factory=list)
+    #: A cue model's results under cue-aware scoring (``eval.neighbour_decay`` < 1; the
+    #: ``results`` are the report's protocol), else None.
+    cue_aware_results: list[dict[str, Any]] | None = None

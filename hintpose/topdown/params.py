@@ -35,7 +35,11 @@ class PoseDataParams:
     #: Instance-cue models only (beyond the report; false: the report's cue training): every
     #: training crop is used twice in one step, as MIPNet trains, cued on its person and on
     #: the nearest neighbour (targets: that person, that neighbour); see TopDownDataset.
-    paired_cues: bool = False
+    paired_cues: bool = True
+    #: Beyond the report (empty: the report, every hop's target at ``sigma``): coarse to fine
+    #: targets for recurrent models, one factor per hop (``pose.hops`` of them): hop h is
+    #: trained on Gaussians of ``sigma`` x factor h, so the later hops have a job, to sharpen.
+    hop_sigma_scales: tuple[float, ...] = field(default=(), metadata={"gt": 0})
     box_padding: float = field(default=1.25, metadata={"min": 1.0})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.
@@ -72,6 +76,9 @@ class PoseTrainParams:
     #: Val images whose GT-box AP is measured after every epoch: the learning curve
     #: (hintpose.topdown.val_ap; 0: none).
     val_images: int = field(default=30, metadata={"min": 0})
+    #: Instance-cue models: crowded val pairs of the cue probe (hintpose.topdown.cue_probe)
+    #: run after every epoch, the learning curve of the cue (0: none).
+    probe_pairs: int = field(default=100, metadata={"min": 0})
     workers: int = field(default=1, metadata={"min": 0})
 
 
@@ -86,6 +93,13 @@ class PosePretrainParams(PoseTrainParams):
     lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
     max_samples: int = field(default=0, metadata={"min": 0})
     val_images: int = field(default=50, metadata={"min": 0})
+    #: Beyond the report (0: the report, cue models start from the plain HRNet with a cue
+    #: block that adds nothing): the cue branch. The pretraining forks after ``epochs -
+    #: cue_epochs`` epochs; the plain HRNet goes on alone, and a copy with the instance-cue
+    #: input trains the last ``cue_epochs`` epochs (same lr, paired cues as ``pose.data``
+    #: says, the cue block's lr x ``added_lr_mult``). Cue models start from that copy: every
+    #: model has had the same number of pretraining steps.
+    cue_epochs: int = field(default=3, metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
 
 
@@ -113,6 +127,15 @@ class PoseParams:
     pretrain: PosePretrainParams = _sub(PosePretrainParams)
 
     def __post_init__(self) -> None:
+        scales = self.data.hop_sigma_scales
+        if scales and len(scales) != self.hops:
+            raise ConfigError(f"data.hop_sigma_scales gives {len(scales)} factors; hops is "
+                              f"{self.hops} (one factor per hop, or none)")
+        pre = self.pretrain
+        if pre.cue_epochs and pre.cue_epochs >= pre.epochs:
+            raise ConfigError(f"pretrain.cue_epochs ({pre.cue_epochs}) must be below "
+                              f"pretrain.epochs ({pre.epochs}): the cue branch forks off the "
+                              "pretraining")
         official = (HRNET_MODULES, HRNET_BLOCKS)
         if self.pretrained and (tuple(self.modules), self.blocks) != official:
             raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "

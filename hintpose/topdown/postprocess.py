@@ -165,6 +165,15 @@ def heatmaps_to_results(
     crop area, and return COCO keypoint results. With ``neighbour_decay`` < 1 the poses of
     one box (equal ``groups``, box ``boxes`` x, y, w, h) are rescored by
     :func:`decay_neighbour_poses` before the NMS."""
+    kpts = decode_heatmaps(read_chunk, n, centers, sizes, decoder, heatmap_sigma, chunk)
+    return poses_to_results(kpts, sizes, image_ids, box_scores, category_id, in_vis_thr,
+                            nms_thr, soft_nms, sigmas, groups, boxes, neighbour_decay)
+
+
+def decode_heatmaps(read_chunk: Callable[[slice], np.ndarray], n: int, centers: np.ndarray,
+                    sizes: np.ndarray, decoder: str = "hrnet", heatmap_sigma: float = 1.0,
+                    chunk: int = 4096) -> np.ndarray:
+    """Poses (n, J, 3: x, y, maxval) of ``n`` instances' heatmaps, read ``chunk`` at a time."""
     coords, maxvals = [], []
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
@@ -173,8 +182,19 @@ def heatmaps_to_results(
         coords.append(c)
         maxvals.append(m)
     if n == 0:
+        return np.zeros((0, 0, 3))
+    return np.concatenate([np.concatenate(coords), np.concatenate(maxvals)], axis=2)
+
+
+def poses_to_results(
+    kpts: np.ndarray, sizes: np.ndarray, image_ids: np.ndarray, box_scores: np.ndarray,
+    category_id: int = 1, in_vis_thr: float = 0.2, nms_thr: float = 0.9,
+    soft_nms: bool = False, sigmas: np.ndarray | None = None, groups: np.ndarray | None = None,
+    boxes: np.ndarray | None = None, neighbour_decay: float = 1.0,
+) -> list[dict[str, Any]]:
+    """The second half of :func:`heatmaps_to_results`: decoded poses to COCO results."""
+    if len(kpts) == 0:
         return []
-    kpts = np.concatenate([np.concatenate(coords), np.concatenate(maxvals)], axis=2)
     scores = rescore(kpts, box_scores, in_vis_thr)
     if neighbour_decay != 1.0:
         if groups is None or boxes is None:

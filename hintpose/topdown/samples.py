@@ -125,7 +125,7 @@ class TopDownDataset(Dataset):
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
-                 train: bool, seed: int = 0, other_boxes: bool = False) -> None:
+                 train: bool, seed: int = 0, other_boxes: bool = False, hops: int = 1) -> None:
         self.coco = coco
         self.instances = list(instances)
         self.params = params
@@ -136,6 +136,12 @@ class TopDownDataset(Dataset):
         self.aspect = params.input_width / params.input_height
         self.codec = HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma,
                                             target=params.target)
+        #: Coarse-to-fine training targets of a recurrent model (``hop_sigma_scales``): one
+        #: codec per hop; the targets then have a hop axis (hops, J, h, w).
+        self.hop_codecs = [
+            HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma * f,
+                                   target=params.target)
+            for f in params.hop_sigma_scales] if train and hops > 1 else []
         names = coco.category["keypoints"]
         self.flip_pairs = flip_pairs_from_names(names)
         self.upper = upper_body_mask(names)
@@ -190,7 +196,7 @@ class TopDownDataset(Dataset):
         crop = cv2.warpAffine(np.ascontiguousarray(image), m, self.input_size,
                               flags=cv2.INTER_LINEAR)
         joints = transform_points(kpts[:, :2], m)
-        target, weight = self.codec.encode(joints, kpts[:, 2] > 0)
+        target, weight = self._encode(joints, kpts[:, 2] > 0)
         cue_xy = self._cue_point(rng, inst, joints, weight, m)
         tensor = image_tensor(crop)
         meta = {
@@ -222,10 +228,17 @@ class TopDownDataset(Dataset):
                       & (moved[:, 1] >= 0) & (moved[:, 1] < h))
             if int((inside & (other[:, 2] == 2)).sum()) > PAIR_MIN_JOINTS:
                 pts, vis = moved, inside
-        target, weight2 = self.codec.encode(pts, vis)
+        target, weight2 = self._encode(pts, vis)
         cue_xy = self._cue_point(rng, inst, pts, weight2, m)
         cue = cue_map(cue_xy, self.input_size, self.params.cue_sigma)
         return torch.from_numpy(target), torch.from_numpy(weight2), torch.from_numpy(cue)
+
+    def _encode(self, joints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target (J, h, w), or (hops, J, h, w) with coarse-to-fine hops, and weight (J, 1)."""
+        target, weight = self.codec.encode(joints, visible)
+        if self.hop_codecs:
+            target = np.stack([c.encode(joints, visible)[0] for c in self.hop_codecs])
+        return target, weight
 
     def _frame(self, rng: np.random.Generator, index: int,
                kpts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,19 +26,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from hintpose.config import ModelParams, PoseParams, PoseTrainParams
+from hintpose.config import (
+    EvalParams,
+    ModelParams,
+    PoseParams,
+    PoseTrainParams,
+)
 from hintpose.data.coco import CocoPersons
 from hintpose.engine import Schedule, Task, TrainResult, fit, mean_over
-from hintpose.errors import ConfigError, DataError, HintPoseError
-from hintpose.io import file_digest, save_torch
-from hintpose.models.folder import plain_state
+from hintpose.errors import DataError
+from hintpose.io import file_digest
 from hintpose.models.hintpose import HintPose, joints_mse_loss
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime, worker_init
+from hintpose.topdown.cue_probe import probe_row
 from hintpose.topdown.samples import Instance, TopDownDataset, training_instances
 from hintpose.topdown.val_ap import ValAP
+from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone, save_backbone
 
-#: The pretrain stage's HRNet (official parameter names), the init of every pose model.
-BACKBONE_WEIGHTS = "hrnet.pt"
 #: Seed of the validation subset and its cues: the same for every model, so that the
 #: validation losses of different models compare.
 VAL_SEED = 0
@@ -72,24 +76,6 @@ def model_config(pose: PoseParams, model: ModelParams, coco: CocoPersons) -> dic
         "keypoint_names": list(coco.category["keypoints"]),
         "seed": model.seed,
     }
-
-
-def load_pretrained_backbone(net: HintPose, path: str | Path,
-                             key: str = "pose.pretrained") -> None:
-    """Load an (official) HRNet checkpoint into the backbone; a missing or mismatched file is
-    a ConfigError naming it (and the parameter ``key`` it came from)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{key}: checkpoint file {file} not found")
-    try:
-        net.load_backbone(file)
-    except HintPoseError:
-        raise
-    except Exception as exc:  # shape/key mismatch or an unreadable file
-        msg = str(exc).strip() or type(exc).__name__
-        if str(file) not in msg:
-            msg = f"{file} does not fit HRNet-W{net.width} ({msg})"
-        raise ConfigError(f"{key}: {msg[:600]}") from None
 
 
 def select_training_instances(coco: CocoPersons, max_samples: int, seed: int) -> list[Instance]:
@@ -199,7 +185,22 @@ def forward_losses(net: nn.Module, batch: Batch, rt: Runtime,
     cue_in = rt.images(cue) if instance_cue else None
     with rt.autocast():
         outputs = net(rt.images(images), cue_in)
-    return [joints_mse_loss([out.float()], target, weight) for out in outputs]
+    per_hop = target.dim() == 5  # coarse-to-fine: (N, hops, J, h, w)
+    return [joints_mse_loss([out.float()], target[:, h] if per_hop else target, weight)
+            for h, out in enumerate(outputs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """What a pose model measures after every epoch, besides its losses: the GT-box AP of a
+    few val images (``val_ap``) and, for cue models, the cue probe (``probe``: its settings,
+    ``probe.cue_probe_pairs`` pairs), with the model's ``config``; heatmaps pass through
+    ``heatmap_file``."""
+
+    val_ap: ValAP | None
+    probe: EvalParams | None
+    config: dict[str, Any]
+    heatmap_file: Path
 
 
 class PoseTask(Task):
@@ -210,17 +211,18 @@ class PoseTask(Task):
     def __init__(self, train_coco: CocoPersons, val_coco: CocoPersons | None,
                  instances: Sequence[Instance], pose: PoseParams, tp: PoseTrainParams,
                  model: ModelParams, rt: Runtime, info: DistInfo, hops: int,
-                 curve: tuple[ValAP, dict[str, Any], Path] | None = None) -> None:
+                 curves: Curves | None = None) -> None:
         self.rt, self.info, self.hops, self.cue = rt, info, hops, model.instance_cue
-        self.curve = curve
+        self.curves = curves
         self.train_ds = TopDownDataset(train_coco, instances, pose.data, train=True,
-                                       seed=model.seed, other_boxes=model.instance_cue)
+                                       seed=model.seed, other_boxes=model.instance_cue, hops=hops)
         self.sampler = _EpochSampler(DistributedSampler(
             range(len(instances)), num_replicas=info.world_size, rank=info.rank, shuffle=True,
             seed=model.seed))
         self.loader = _loader(_EpochDataset(self.train_ds), self.sampler, tp.batch_size,
                               tp.workers, rt.device)
         self.val_loader = None
+        self.val_coco = val_coco
         if val_coco is not None:
             val_inst = validation_instances(val_coco, tp.val_samples)[info.rank::info.world_size]
             if val_inst or info.distributed:
@@ -251,10 +253,12 @@ class PoseTask(Task):
             row["val_loss"] = mean_over(
                 ((float(forward_losses(net, batch, self.rt, self.cue)[-1]), batch[0].shape[0])
                  for batch in self.val_loader), self.info, self.rt.device)
-        if self.curve is not None:
-            val_ap, config, heatmap_file = self.curve
-            *earlier, row["val_AP"] = val_ap.per_hop(net, config, self.rt, heatmap_file)
+        c = self.curves
+        if c is not None and c.val_ap is not None:
+            *earlier, row["val_AP"] = c.val_ap.per_hop(net, c.config, self.rt, c.heatmap_file)
             row.update({f"val_AP_hop{h + 1}": ap for h, ap in enumerate(earlier)})
+        if c is not None and c.probe is not None and self.val_coco is not None:
+            row.update(probe_row(net, c.config, self.val_coco, c.heatmap_file, c.probe, self.rt))
         return row
 
 
@@ -270,15 +274,18 @@ def train_pose_model(
     model: ModelParams, rt: Runtime, checkpoint: Path | None = None, *,
     schedule: PoseTrainParams | None = None, info: DistInfo = SINGLE_PROCESS,
     progress: bool = True, on_epoch_end: Any = None, init: str | Path | None = None,
-    init_key: str = "pose.pretrained",
+    init_key: str = "pose.pretrained", cue_init: str | Path | None = None,
+    fork: tuple[int, Path] | None = None,
 ) -> TrainResult:
     """Train one pose model with HRNet's recipe (see the module docstring) and the
     ``schedule`` (default ``pose.train``) on ``rt`` through :func:`hintpose.engine.fit`.
 
     The backbone starts from the HRNet checkpoint ``init`` (named by the parameter
     ``init_key`` in errors; default: ``pose.pretrained``, if set), the HintPose additions
-    from zero, so the model starts as that HRNet. ``checkpoint`` is the engine's resumable
-    ``last.pt``."""
+    from zero, so the model starts as that HRNet. A cue model given ``cue_init`` (the cue
+    branch's :data:`CUE_WEIGHTS`) starts from it instead. ``checkpoint`` is the engine's
+    resumable ``last.pt``. ``fork`` (epochs, path): after that many epochs the backbone is
+    also saved there (:func:`save_backbone`; rank 0)."""
     tp = schedule if schedule is not None else pose.train
     instances = select_training_instances(train_coco, tp.max_samples, model.seed)
     config = model_config(pose, model, train_coco)
@@ -286,20 +293,38 @@ def train_pose_model(
         init = pose.pretrained
     torch.manual_seed(model.seed)
     net = HintPose.from_config(config)
-    if init is not None:
+    if model.instance_cue and cue_init is not None:
+        load_cue_init(net, cue_init)
+        init = cue_init
+    elif init is not None:
         load_pretrained_backbone(net, init, init_key)
     fingerprint = _fingerprint(config, pose, tp, instances_digest(instances),
                                file_digest(init) if init is not None else "")
+    if fork is not None:
+        fork_epochs, fork_path = fork
+        then = on_epoch_end
+
+        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
+            if epoch + 1 == fork_epochs and info.is_main:
+                save_backbone(fork_path, net)
+            if then is not None:
+                then(epoch, row)
+
     net.to(device=rt.device, memory_format=rt.memory_format)
-    curve = None
-    if val_coco is not None and tp.val_images > 0:
+    curves = None
+    probes = model.instance_cue and tp.probe_pairs > 0
+    if val_coco is not None and (tp.val_images > 0 or probes):
         decoder = "dark" if pose.data.target == "unbiased" else "hrnet"
         heat = (checkpoint.parent / "val_ap_heatmaps.npy" if checkpoint is not None else
                 Path(tempfile.gettempdir()) / f"hintpose-val-ap-{os.getpid()}.npy")
-        curve = (ValAP(val_coco, tp.val_images, VAL_SEED, decoder, tp.batch_size * 4), config,
-                 heat)
+        batch = tp.batch_size * 4
+        curves = Curves(
+            ValAP(val_coco, tp.val_images, VAL_SEED, decoder, batch) if tp.val_images else None,
+            EvalParams(decoder=decoder, batch_size=batch, workers=0, flip_test=False,
+                       cue_probe_pairs=tp.probe_pairs) if probes else None,
+            config, heat)
     task = PoseTask(train_coco, val_coco, instances, pose, tp, model, rt, info, config["hops"],
-                    curve)
+                    curves)
     # A recurrent model with one hop never uses its feedback blocks.
     fitted = fit(net, task, Schedule(tp.epochs, tp.lr, tp.lr_steps, tp.lr_factor,
                                      fused_adam=rt.device.type in ("cpu", "cuda"),
@@ -310,26 +335,3 @@ def train_pose_model(
     return TrainResult(net, config, fitted.log, fitted.resumed_epochs)
 
 
-def pretrain_backbone(train_coco: CocoPersons, val_coco: CocoPersons | None, pose: PoseParams,
-                      rt: Runtime, checkpoint: Path | None = None, *,
-                      info: DistInfo = SINGLE_PROCESS, progress: bool = True) -> TrainResult:
-    """The shared starting point of every pose model: a plain HRNet (``pose.width``) from
-    ``pose.pretrained`` (if set) trained with the ``pose.pretrain`` schedule and seed. With
-    ``pose.pretrain.epochs`` 0 it is that checkpoint, or a random init, untrained."""
-    pre = pose.pretrain
-    plain = ModelParams(instance_cue=False, recurrent=False, seed=pre.seed)
-    if pre.epochs == 0:
-        config = model_config(pose, plain, train_coco)
-        torch.manual_seed(pre.seed)
-        net = HintPose.from_config(config)
-        if pose.pretrained:
-            load_pretrained_backbone(net, pose.pretrained)
-        return TrainResult(net.eval(), config, [], 0)
-    return train_pose_model(train_coco, val_coco, pose, plain, rt, checkpoint, schedule=pre,
-                            info=info, progress=progress)
-
-
-def save_backbone(path: Path, net: HintPose) -> None:
-    """Write the HRNet part of ``net`` as a state dict with the official HRNet names, which
-    ``pose.pretrained`` and :func:`train_pose_model`'s ``init`` load."""
-    save_torch(plain_state(net.backbone), path)

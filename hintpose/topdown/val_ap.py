@@ -23,6 +23,7 @@ from hintpose.data.coco import CocoPersons
 from hintpose.runtime import Runtime, current_dist
 from hintpose.scoring.evaluation import coco_keypoint_eval
 from hintpose.topdown.inference import run_inference
+from hintpose.topdown.outputs import InferenceRun
 
 
 class ValAP:
@@ -61,8 +62,7 @@ class ValAP:
         if not self.boxes:
             return [float("nan")] * hops
         heatmap_file.parent.mkdir(parents=True, exist_ok=True)
-        hop_files = [heatmap_file.with_name(f"hop{h + 1}_{heatmap_file.name}")
-                     for h in range(hops - 1)]
+        hop_files = earlier_hop_files(heatmap_file, hops)
         was_training = net.training
         net.eval()
         try:
@@ -73,13 +73,26 @@ class ValAP:
         aps = [float("nan")] * hops
         info = current_dist()
         if info.is_main:
-            for file in [heatmap_file, *hop_files]:
-                file.unlink(missing_ok=True)
-            aps = [100.0 * coco_keypoint_eval(self.coco.data, res, self.image_ids,
-                                              self.coco.sigmas)["AP"]
-                   for res in [*run.hop_results, run.results]]
+            heatmap_file.unlink(missing_ok=True)
+            aps = hop_aps(self.coco, run, hop_files, self.image_ids)
         if info.distributed:
             value = torch.tensor(aps, dtype=torch.float64)
             torch.distributed.broadcast(value, 0)
             aps = value.tolist()
         return aps
+
+
+def earlier_hop_files(heatmap_file: Path, hops: int) -> list[Path]:
+    """Where :func:`run_inference` writes the earlier hops' heatmaps of a ``hops``-hop model
+    (hop 1 first), next to ``heatmap_file``."""
+    return [heatmap_file.with_name(f"hop{h + 1}_{heatmap_file.name}") for h in range(hops - 1)]
+
+
+def hop_aps(coco: CocoPersons, run: InferenceRun, hop_files: list[Path],
+            image_ids: list[int] | None = None) -> list[float]:
+    """AP (0-100) of every hop of ``run`` (the last is its ``results``) on ``image_ids`` (None:
+    all), deleting the earlier hops' heatmap files."""
+    for file in hop_files:
+        file.unlink(missing_ok=True)
+    return [100.0 * coco_keypoint_eval(coco.data, res, image_ids, coco.sigmas)["AP"]
+            for res in [*run.hop_results, run.results]]
