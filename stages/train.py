@@ -87,7 +87,7 @@ def main() -> None:
                 save_torch(plain_state(branch.model), tmp / CUE_WEIGHTS)
                 write_log(args.cue_log_dir, branch.log)
             finish_dir(args.out)
-            for name in (CHECKPOINT, "fork.pt", "cue_last.pt"):
+            for name in (CHECKPOINT, "pretrained.pt", "plain_last.pt", "cue_last.pt"):
                 (args.checkpoints / name).unlink(missing_ok=True)
         elif info.is_main:
             finish_training(args.out, result.model, {"name": args.model, **result.config},

@@ -30,7 +30,7 @@ from hintpose.models.hintpose import HintPose
 from hintpose.models.hrnet import HRNet
 from hintpose.runtime import Runtime
 from hintpose.topdown.inference import load_pose_model
-from hintpose.topdown.pretraining import cue_branch_schedule, pretrain_backbone
+from hintpose.topdown.pretraining import branch_schedule, pretrain_backbone
 from hintpose.topdown.samples import TopDownDataset, training_instances
 from hintpose.topdown.training import (
     _collate,
@@ -430,26 +430,27 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
                          init=tmp_path / "nope.pt", init_key="--init")
 
 
-def test_cue_branch_forks_off_the_pretraining(splits, tmp_path: Path) -> None:
-    """With cue_epochs 1 of 2 the pretraining also trains a cue model for its last epoch from
-    the plain HRNet of epoch 1 (at that epoch's lr; the cue probe in its log), cue models start
-    from it (recurrent blocks still zero: the last hop equals the branch's output), and a
-    file of other weights is a clear error."""
+def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
+    """With cue_epochs 2 the pretrained HRNet trains two more epochs twice, on one schedule:
+    alone (its log continues the pretraining's) and as a cue model on paired cues (the cue
+    probe in its log). Cue models start from the cue branch (recurrent blocks still zero: the
+    last hop equals the branch's output), and a file of other weights is a clear error."""
     train, val = splits
     pose = tiny_pose()
     pose = replace(pose, data=replace(pose.data, paired_cues=True),
-                   pretrain=PosePretrainParams(**{**asdict(pose.train), "lr_steps": (0.5,),
-                                                  "cue_epochs": 1, "probe_pairs": 4,
+                   pretrain=PosePretrainParams(**{**asdict(pose.train), "epochs": 1,
+                                                  "cue_epochs": 2, "probe_pairs": 4,
                                                   "val_images": 0}))
-    schedule = cue_branch_schedule(pose.pretrain)
-    assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (1, pytest.approx(1e-4), ())
+    schedule = branch_schedule(pose.pretrain)
+    assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (2, pytest.approx(1e-3), (0.5,))
     ckpt = tmp_path / "ckpt" / CHECKPOINT
     pre, branch = pretrain_backbone(train, val, pose, CPU, ckpt, progress=False)
     assert branch is not None and branch.config["instance_cue"]
-    assert len(pre.log) == 2 and len(branch.log) == 1
-    assert branch.log[0]["lr"] == pytest.approx(1e-4)
-    assert 0 <= branch.log[0]["follow_rate"] <= 1 and "oks_own" in branch.log[0]
-    assert (tmp_path / "ckpt" / "fork.pt").is_file()  # the plain HRNet of epoch 1
+    assert not pre.config["instance_cue"] and [r["epoch"] for r in pre.log] == [1, 2, 3]
+    assert [r["lr"] for r in branch.log] == pytest.approx([1e-3, 1e-4])
+    assert [r["lr"] for r in pre.log[1:]] == pytest.approx([1e-3, 1e-4])  # the same schedule
+    assert all(0 <= r["follow_rate"] <= 1 and "oks_own" in r for r in branch.log)
+    assert (tmp_path / "ckpt" / "pretrained.pt").is_file()  # the branches' common start
     cue_file = tmp_path / "cue.pt"
     torch.save(branch.model.state_dict(), cue_file)
 

@@ -112,12 +112,13 @@ def plot_learning_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
     pre_minutes = float(minutes_axis(pre).iloc[-1]) if has_pre else 0.0
 
     def start_of(family: str, name: str) -> float:
-        """Pose models continue the pretraining; its cue branch forks off its last epochs."""
+        """Pose models continue the pretraining; the cue branch starts where the plain branch
+        does (its last epochs in ``pose@pretrain``'s log)."""
         if family not in ("pose", "cue") or name == "pose@pretrain" or not has_pre:
             return 0.0
         if name == "pose@pretrain_cue":
-            fork = len(pre) - len(logs[name])
-            return float(minutes_axis(pre).iloc[fork - 1]) if fork > 0 else 0.0
+            start = len(pre) - len(logs[name])
+            return float(minutes_axis(pre).iloc[start - 1]) if start > 0 else 0.0
         return pre_minutes
     for ax, (family, names) in zip(axes[0], families.items(), strict=False):
         column, scale, label = CURVE_METRICS[family]

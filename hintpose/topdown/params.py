@@ -94,12 +94,12 @@ class PosePretrainParams(PoseTrainParams):
     max_samples: int = field(default=0, metadata={"min": 0})
     val_images: int = field(default=50, metadata={"min": 0})
     #: Beyond the report (0: the report, cue models start from the plain HRNet with a cue
-    #: block that adds nothing): the cue branch. The pretraining forks after ``epochs -
-    #: cue_epochs`` epochs; the plain HRNet goes on alone, and a copy with the instance-cue
-    #: input trains the last ``cue_epochs`` epochs (same lr, paired cues as ``pose.data``
-    #: says, the cue block's lr x ``added_lr_mult``). Cue models start from that copy: every
-    #: model has had the same number of pretraining steps.
-    cue_epochs: int = field(default=3, metadata={"min": 0})
+    #: block that adds nothing): the branches. The pretrained HRNet trains ``cue_epochs``
+    #: more epochs twice (lr, then x ``lr_factor`` for the second half): alone, and as a copy
+    #: with the instance-cue input on the crops ``pose.data`` says (paired cues; the cue
+    #: block's lr x ``added_lr_mult``). Cue models start from the copy, the others from the
+    #: plain HRNet: every model has had the same number of pretraining steps.
+    cue_epochs: int = field(default=2, metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
 
 
@@ -131,11 +131,6 @@ class PoseParams:
         if scales and len(scales) != self.hops:
             raise ConfigError(f"data.hop_sigma_scales gives {len(scales)} factors; hops is "
                               f"{self.hops} (one factor per hop, or none)")
-        pre = self.pretrain
-        if pre.cue_epochs and pre.cue_epochs >= pre.epochs:
-            raise ConfigError(f"pretrain.cue_epochs ({pre.cue_epochs}) must be below "
-                              f"pretrain.epochs ({pre.epochs}): the cue branch forks off the "
-                              "pretraining")
         official = (HRNET_MODULES, HRNET_BLOCKS)
         if self.pretrained and (tuple(self.modules), self.blocks) != official:
             raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "

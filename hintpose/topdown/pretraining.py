@@ -1,10 +1,11 @@
 """The pretrain stage: one plain HRNet every pose model starts from, and its cue branch.
 
-With ``pose.pretrain.cue_epochs`` k > 0 the pretraining forks after ``epochs - k`` epochs: the
-plain HRNet trains on alone, and a copy with the instance-cue input (a HintPose cue model)
-trains the last k epochs at the lr those epochs have (:func:`cue_branch_schedule`), on the
-crops ``pose.data`` describes (paired cues, as MIPNet trains). Cue models start from that
-copy, every other model from the plain HRNet: each has had the same pretraining steps.
+With ``pose.pretrain.cue_epochs`` k > 0 the pretrained HRNet continues in two branches of k
+epochs each, on the same schedule (:func:`branch_schedule`: a short second cycle of the
+pretraining's lr): the plain HRNet alone, and a copy with the instance-cue input (a HintPose
+cue model) on the crops ``pose.data`` describes (paired cues, as MIPNet trains). Cue models
+start from the cue branch, every other model from the plain one: each has had the same
+number of pretraining steps, from the same start.
 """
 
 from __future__ import annotations
@@ -17,25 +18,20 @@ import torch
 from hintpose.config import ModelParams, PoseParams, PosePretrainParams, PoseTrainParams
 from hintpose.data.coco import CocoPersons
 from hintpose.engine import TrainResult
-from hintpose.errors import DataError
 from hintpose.models.hintpose import HintPose
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime
 from hintpose.topdown.training import model_config, train_pose_model
-from hintpose.topdown.weights import load_pretrained_backbone
+from hintpose.topdown.weights import load_pretrained_backbone, save_backbone
 
 
-def cue_branch_schedule(pre: PosePretrainParams) -> PoseTrainParams:
-    """The cue branch's schedule: the pretraining's last ``cue_epochs`` epochs (the lr they
-    run at, the lr steps that fall inside them), with ``added_lr_mult`` for the cue block."""
-    fork = pre.epochs - pre.cue_epochs
-    passed = sum(1 for f in pre.lr_steps if f * pre.epochs <= fork)
-    inside = tuple((f * pre.epochs - fork) / pre.cue_epochs for f in pre.lr_steps
-                   if fork < f * pre.epochs < pre.epochs)
+def branch_schedule(pre: PosePretrainParams) -> PoseTrainParams:
+    """The branches' schedule: ``cue_epochs`` epochs at the pretraining's lr, times its
+    ``lr_factor`` for the second half; the cue block's lr x ``added_lr_mult``."""
     return PoseTrainParams(
-        epochs=pre.cue_epochs, batch_size=pre.batch_size, lr=pre.lr * pre.lr_factor ** passed,
-        lr_steps=inside, lr_factor=pre.lr_factor, added_lr_mult=pre.added_lr_mult,
-        max_samples=pre.max_samples, val_samples=pre.val_samples, val_images=pre.val_images,
-        probe_pairs=pre.probe_pairs, workers=pre.workers)
+        epochs=pre.cue_epochs, batch_size=pre.batch_size, lr=pre.lr, lr_steps=(0.5,),
+        lr_factor=pre.lr_factor, added_lr_mult=pre.added_lr_mult, max_samples=pre.max_samples,
+        val_samples=pre.val_samples, val_images=pre.val_images, probe_pairs=pre.probe_pairs,
+        workers=pre.workers)
 
 
 def pretrain_backbone(train_coco: CocoPersons, val_coco: CocoPersons | None, pose: PoseParams,
@@ -46,10 +42,10 @@ def pretrain_backbone(train_coco: CocoPersons, val_coco: CocoPersons | None, pos
     ``pose.pretrained`` (if set) trained with the ``pose.pretrain`` schedule and seed. With
     ``pose.pretrain.epochs`` 0 it is that checkpoint, or a random init, untrained.
 
-    With ``pose.pretrain.cue_epochs`` > 0 the second result is the cue branch (see
-    PosePretrainParams): a cue model (seed ``pose.pretrain.seed``) trained from the plain
-    HRNet of epoch ``epochs - cue_epochs`` (kept next to ``checkpoint``) with
-    :func:`cue_branch_schedule`; else None."""
+    With ``pose.pretrain.cue_epochs`` > 0 (and ``epochs`` > 0) that HRNet (kept next to
+    ``checkpoint``) continues in the two branches of the module docstring: the first result
+    is the plain branch (its log continues the pretraining's), the second the cue branch
+    (seed ``pose.pretrain.seed``); else the second is None."""
     pre = pose.pretrain
     plain = ModelParams(instance_cue=False, recurrent=False, seed=pre.seed)
     if pre.epochs == 0:
@@ -59,23 +55,28 @@ def pretrain_backbone(train_coco: CocoPersons, val_coco: CocoPersons | None, pos
         if pose.pretrained:
             load_pretrained_backbone(net, pose.pretrained)
         return TrainResult(net.eval(), config, [], 0), None
-    work = (checkpoint.parent if checkpoint is not None else
-            Path(tempfile.mkdtemp(prefix="hintpose-pretrain-")))
-    fork_path = work / "fork.pt"
-    fork = (pre.epochs - pre.cue_epochs, fork_path) if pre.cue_epochs else None
     result = train_pose_model(train_coco, val_coco, pose, plain, rt, checkpoint, schedule=pre,
-                              info=info, progress=progress, fork=fork)
+                              info=info, progress=progress)
     if not pre.cue_epochs:
         return result, None
+    work = (checkpoint.parent if checkpoint is not None else
+            Path(tempfile.mkdtemp(prefix="hintpose-pretrain-")))
+    start = work / "pretrained.pt"
+    if info.is_main:
+        save_backbone(start, result.model)
     if info.distributed:
-        torch.distributed.barrier()  # rank 0 has written the fork
-    if not fork_path.is_file():
-        raise DataError(f"{fork_path}: the pretraining's fork for the cue branch is missing; "
-                        f"delete {work} and run the stage again")
-    cue_model = ModelParams(instance_cue=True, recurrent=False, seed=pre.seed)
-    branch = train_pose_model(
-        train_coco, val_coco, pose, cue_model, rt,
-        work / "cue_last.pt" if checkpoint is not None else None,
-        schedule=cue_branch_schedule(pre), info=info, progress=progress, init=fork_path,
-        init_key="the pretraining's fork")
-    return result, branch
+        torch.distributed.barrier()  # rank 0 has written the branches' start
+    schedule = branch_schedule(pre)
+
+    def branch(model: ModelParams, name: str) -> TrainResult:
+        return train_pose_model(
+            train_coco, val_coco, pose, model, rt,
+            work / f"{name}_last.pt" if checkpoint is not None else None, schedule=schedule,
+            info=info, progress=progress, init=start, init_key="the pretrained HRNet")
+
+    plain_branch = branch(plain, "plain")
+    cue_branch = branch(ModelParams(instance_cue=True, recurrent=False, seed=pre.seed), "cue")
+    done = len(result.log)
+    log = [*result.log, *({**row, "epoch": done + row["epoch"]} for row in plain_branch.log)]
+    return TrainResult(plain_branch.model, plain_branch.config, log,
+                       result.resumed_epochs), cue_branch

@@ -41,7 +41,7 @@ from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime, worker_init
 from hintpose.topdown.cue_probe import probe_row
 from hintpose.topdown.samples import Instance, TopDownDataset, training_instances
 from hintpose.topdown.val_ap import ValAP
-from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone, save_backbone
+from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone
 
 #: Seed of the validation subset and its cues: the same for every model, so that the
 #: validation losses of different models compare.
@@ -275,7 +275,6 @@ def train_pose_model(
     schedule: PoseTrainParams | None = None, info: DistInfo = SINGLE_PROCESS,
     progress: bool = True, on_epoch_end: Any = None, init: str | Path | None = None,
     init_key: str = "pose.pretrained", cue_init: str | Path | None = None,
-    fork: tuple[int, Path] | None = None,
 ) -> TrainResult:
     """Train one pose model with HRNet's recipe (see the module docstring) and the
     ``schedule`` (default ``pose.train``) on ``rt`` through :func:`hintpose.engine.fit`.
@@ -284,8 +283,7 @@ def train_pose_model(
     ``init_key`` in errors; default: ``pose.pretrained``, if set), the HintPose additions
     from zero, so the model starts as that HRNet. A cue model given ``cue_init`` (the cue
     branch's :data:`CUE_WEIGHTS`) starts from it instead. ``checkpoint`` is the engine's
-    resumable ``last.pt``. ``fork`` (epochs, path): after that many epochs the backbone is
-    also saved there (:func:`save_backbone`; rank 0)."""
+    resumable ``last.pt``."""
     tp = schedule if schedule is not None else pose.train
     instances = select_training_instances(train_coco, tp.max_samples, model.seed)
     config = model_config(pose, model, train_coco)
@@ -300,15 +298,6 @@ def train_pose_model(
         load_pretrained_backbone(net, init, init_key)
     fingerprint = _fingerprint(config, pose, tp, instances_digest(instances),
                                file_digest(init) if init is not None else "")
-    if fork is not None:
-        fork_epochs, fork_path = fork
-        then = on_epoch_end
-
-        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
-            if epoch + 1 == fork_epochs and info.is_main:
-                save_backbone(fork_path, net)
-            if then is not None:
-                then(epoch, row)
 
     net.to(device=rt.device, memory_format=rt.memory_format)
     curves = None
