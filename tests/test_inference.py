@@ -18,12 +18,8 @@ from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime
 from hintpose.scoring.evaluation import coco_keypoint_eval
 from hintpose.topdown.codec import HeatmapCodec
-from hintpose.topdown.inference import (
-    box_instances,
-    gt_box_instances,
-    heatmaps_to_results,
-    predict_heatmaps,
-)
+from hintpose.topdown.inference import box_instances, gt_box_instances, predict_heatmaps
+from hintpose.topdown.postprocess import heatmaps_to_results
 from hintpose.topdown.samples import TopDownDataset
 
 
