@@ -136,7 +136,8 @@ def test_a_killed_training_stage_leaves_no_rank_and_resumes(tmp_path: Path) -> N
         train_images=8, val_images=2, synthetic=SyntheticConfig()), progress=False)
     params = yaml.safe_load((root / "params.smoke.yaml").read_text())
     params["runtime"].update(procs=2, threads=1)
-    params["pose"]["pretrain"].update(epochs=6, max_samples=48, batch_size=4, val_samples=4)
+    params["pose"]["pretrain"].update(epochs=6, max_samples=48, batch_size=4, val_samples=4,
+                                      cue_epochs=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(root / "stages/train.py"), "--pretrain", "--params",
            str(tmp_path / "params.yaml"), "--dataset", str(tmp_path / "dataset"), "--out",

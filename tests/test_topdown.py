@@ -206,7 +206,8 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
     """With other_box_prob 1 an instance-cue sample is cropped around the neighbour's box
     while its targets and cue are the first person's joints; other models ignore it."""
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                            half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0)
+                            half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0,
+                            paired_cues=False)
     instances = training_instances(pair)
     cue_ds = TopDownDataset(pair, instances, params, train=True, seed=0, other_boxes=True)
     plain = TopDownDataset(pair, instances, params, train=True, seed=0)
