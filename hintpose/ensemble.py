@@ -142,7 +142,7 @@ class MemberInstances:
 def load_member(member: Member, boxes: str) -> MemberInstances:
     """A member's index and heatmaps for box mode ``boxes``, checked against each other."""
     if not member.folder.is_dir():
-        raise DataError(f"{member.folder}: inference output of ensemble member {member.name!r} "
+        raise DataError(f"{member.folder}: inference output of model {member.name!r} "
                         f"not found (run infer@{member.name})")
     files = inference_files(member.folder, boxes)
     index = read_instance_index(files["index"])

@@ -10,17 +10,12 @@ scoring. Writes ``--out`` (JSON: the rows), ``--csv`` and the figure ``--plot``.
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import DataError
-from hintpose.io import read_json, write_atomic, write_json, write_text_atomic
-from hintpose.topdown.box_removal import ModelOutput, box_removal_study, plot_box_removal
-from hintpose.topdown.codec import heatmap_sigma
-from hintpose.topdown.outputs import inference_files, read_instance_index
-from hintpose.topdown.postprocess import decode_heatmaps
+from hintpose.io import write_atomic, write_json, write_text_atomic
+from hintpose.topdown.box_removal import box_removal_study, load_model_output, plot_box_removal
 
 
 def main() -> None:
@@ -36,33 +31,8 @@ def main() -> None:
     params = load_params(args.params)
     coco = load_split(args.dataset, "val")
     ev = params.eval
-    outputs = {}
-    for name in params.box_removal_models():
-        folder = args.infer / name
-        files = inference_files(folder, "det")
-        settings = read_json(folder / "infer.json", f"inference record of {name} (run "
-                             f"infer@{name})")
-        index = read_instance_index(files["index"])
-        if not files["heatmaps"].is_file():
-            raise DataError(f"{files['heatmaps']}: heatmaps not found (run infer@{name})")
-        heat = np.load(files["heatmaps"], mmap_mode="r")
-        if len(heat) != len(index):
-            raise DataError(f"{files['heatmaps']}: {len(heat)} heatmaps for the {len(index)} "
-                            f"rows of {files['index']}")
-        try:
-            config = settings["model"]
-            sigma = heatmap_sigma(config)
-            cue_model = bool(config["instance_cue"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{folder / 'infer.json'}: no model settings (rerun "
-                            f"infer@{name})") from None
-        poses = decode_heatmaps(lambda sl, h=heat: h[sl], len(index),
-                                index[["center_x", "center_y"]].to_numpy(),
-                                index[["size_w", "size_h"]].to_numpy(), ev.decoder, sigma)
-        protocols = {"report": 1.0}
-        if cue_model and ev.neighbour_decay != 1.0:
-            protocols["cue-aware"] = ev.neighbour_decay
-        outputs[name] = ModelOutput(poses, index, protocols)
+    outputs = {name: load_model_output(name, args.infer / name, ev.decoder, ev.neighbour_decay)
+               for name in params.box_removal_models()}
     try:
         frame = box_removal_study(coco, outputs, params.box_removal.fractions,
                                   params.box_removal.seed, ev)

@@ -508,3 +508,10 @@ def test_learning_curve_ap_is_the_pipelines_gt_box_ap(splits, tmp_path: Path,
     assert ap > (95 if target == "unbiased" else 70)
     assert not (tmp_path / "heat.npy").exists()
     assert curve(_Oracle(torch.zeros_like(maps)), config, CPU, tmp_path / "heat.npy") == 0.0
+
+
+def test_branches_without_a_pretraining_are_a_clear_error() -> None:
+    """The branches continue a pretraining: cue_epochs with pretrain.epochs 0 names both."""
+    with pytest.raises(ConfigError, match=r"pretrain.cue_epochs \(2\) needs pretrain.epochs > 0"):
+        PoseParams(pretrain=PosePretrainParams(epochs=0, cue_epochs=2))
+    PoseParams(pretrain=PosePretrainParams(epochs=0, cue_epochs=0))  # the report's start

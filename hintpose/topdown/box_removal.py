@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,13 @@ import pandas as pd
 from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou
+from hintpose.ensemble import Member, load_member, members_heatmap_sigma
 from hintpose.scoring.evaluation import coco_keypoint_eval
 from hintpose.topdown.inference import index_results
-from hintpose.topdown.postprocess import coco_oks
+from hintpose.topdown.postprocess import coco_oks, decode_heatmaps
 
-__all__ = ["BOX_IOU", "FOUND_OKS", "ModelOutput", "dropped_boxes", "persons_found",
-           "box_removal_study"]
+__all__ = ["BOX_IOU", "FOUND_OKS", "ModelOutput", "load_model_output", "dropped_boxes",
+           "persons_found", "box_removal_study", "plot_box_removal"]
 
 #: A GT person has a box when a kept detection overlaps its box at least this much.
 BOX_IOU = 0.5
@@ -44,6 +46,25 @@ class ModelOutput:
     poses: np.ndarray
     index: pd.DataFrame
     protocols: Mapping[str, float]
+
+
+def load_model_output(name: str, folder: Path, decoder: str,
+                      neighbour_decay: float) -> ModelOutput:
+    """An infer@<model> output's detector-box instances, decoded (checked and read as the
+    ensemble reads its members: ``hintpose.ensemble.load_member``); a cue model's protocols
+    include cue-aware scoring when ``neighbour_decay`` < 1."""
+    member = Member(name, folder, 1.0)
+    inst = load_member(member, "det")
+    with inst.heatmaps as heat:
+        sigma = members_heatmap_sigma([member]) if decoder == "dark" else 1.0
+        poses = decode_heatmaps(lambda sl: heat.rows(np.arange(sl.start, sl.stop)),
+                                len(inst.index),
+                                inst.index[["center_x", "center_y"]].to_numpy(),
+                                inst.index[["size_w", "size_h"]].to_numpy(), decoder, sigma)
+    protocols = {"report": 1.0}
+    if not inst.per_box and neighbour_decay != 1.0:
+        protocols["cue-aware"] = neighbour_decay
+    return ModelOutput(poses, inst.index, protocols)
 
 
 def dropped_boxes(box_ids: Sequence[int], fraction: float, seed: int) -> set[int]:

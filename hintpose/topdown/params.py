@@ -127,6 +127,10 @@ class PoseParams:
     pretrain: PosePretrainParams = _sub(PosePretrainParams)
 
     def __post_init__(self) -> None:
+        if self.pretrain.cue_epochs and not self.pretrain.epochs:
+            raise ConfigError(f"pretrain.cue_epochs ({self.pretrain.cue_epochs}) needs "
+                              "pretrain.epochs > 0: the branches continue a pretraining (with "
+                              "pretrain.epochs 0 set cue_epochs to 0 as well)")
         scales = self.data.hop_sigma_scales
         if scales and len(scales) != self.hops:
             raise ConfigError(f"data.hop_sigma_scales gives {len(scales)} factors; hops is "
