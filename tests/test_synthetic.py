@@ -196,3 +196,70 @@ def test_plain_look_changes_only_the_look() -> None:
         on_persons |= mask_utils.decode(ann["segmentation"]).astype(bool)
     assert differ[on_persons].mean() > 0.2  # textures gone
     assert 0.0 < differ[~on_persons].mean() < 0.9  # distractor shapes gone, background kept
+
+
+#: Environments that make numpy, OpenCV (its own dispatch and IPP), OpenBLAS, glibc's libm and
+#: libjpeg-turbo take the code paths of other x86-64 CPU kinds: an AVX2 machine and an
+#: SSE-only one (the baseline). Features this machine lacks are skipped with a warning.
+_NPY_AVX512 = "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+_CPU_KINDS = {
+    "avx2": {"NPY_DISABLE_CPU_FEATURES": _NPY_AVX512, "OPENCV_CPU_DISABLE": "AVX512-SKX",
+             "OPENCV_IPP": "avx2", "OPENBLAS_CORETYPE": "Haswell"},
+    "sse": {"NPY_DISABLE_CPU_FEATURES": f"{_NPY_AVX512} AVX2 FMA3 F16C AVX SSE42 SSE41 POPCNT "
+                                        "SSSE3",
+            "OPENCV_CPU_DISABLE": "AVX512-SKX,AVX512-COMMON,AVX512F,AVX2,FMA3,AVX,FP16,SSE4.2,"
+                                  "SSE4.1,POPCNT,SSSE3",
+            "OPENCV_IPP": "sse42", "OPENBLAS_CORETYPE": "Prescott",
+            "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-AVX", "JSIMD_FORCENONE": "1"},
+}
+_DIGESTS = """
+import hashlib, json, sys, zlib
+import cv2, numpy as np
+from numpy.core._multiarray_umath import __cpu_features__ as npy
+from hintpose.data.figures import sample_figure
+from hintpose.data.params import SyntheticConfig
+from hintpose.data.synthetic import generate_image
+h = lambda *parts: hashlib.sha256(b"".join(parts)).hexdigest()[:16]
+out = {"npy_avx2": npy["AVX2"], "cv2_avx2": cv2.checkHardwareSupport(11), "images": []}
+for cfg in json.loads(sys.argv[1]):
+    cfg = SyntheticConfig(**cfg)
+    for i in range(int(sys.argv[2])):
+        img, anns = generate_image(np.random.default_rng([1, zlib.crc32(b"val"), i]), cfg)
+        jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])[1]
+        out["images"].append([h(img.tobytes()), h(jpg.tobytes()), h(json.dumps(anns).encode())])
+# the geometry at full precision: a last-bit difference rarely reaches the rounded outputs
+figs = [sample_figure(np.random.default_rng([2, i]), 150.0) for i in range(200)]
+out["figures"] = h(*(np.array([*f.extent, *f.texture, *f.light]).tobytes() + f.points.tobytes()
+                     + f.palette.tobytes() for f in figs))
+print(json.dumps(out))
+"""
+
+
+def _digests(env: dict[str, str], cfgs: list[SyntheticConfig], n: int) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIGESTS, json.dumps([dataclasses.asdict(c) for c in cfgs]), str(n)],
+        env={**os.environ, "PYTHONPATH": str(root), **env}, cwd=root, capture_output=True,
+        text=True, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_same_bits_on_every_cpu_kind() -> None:
+    """Pixels, JPEG bytes and annotations do not depend on the SIMD code paths numpy, OpenCV,
+    OpenBLAS, libm and libjpeg pick for the CPU: restricting them changes nothing."""
+    cfgs = [CFG, SyntheticConfig()]  # textured (blotches, stripes, noise) and the default plain
+    ref = _digests({}, cfgs, 5)
+    for kind, env in _CPU_KINDS.items():
+        got = _digests(env, cfgs, 5)
+        if kind == "sse":  # the restriction took effect (where the machine has AVX2 at all)
+            assert not got["npy_avx2"] and not got["cv2_avx2"]
+        bad = [(i, [what for what, x, y in zip(("pixels", "jpeg", "annotations"), a, b,
+                                                  strict=True) if x != y])
+               for i, (a, b) in enumerate(zip(ref["images"], got["images"], strict=True))
+               if a != b]
+        assert not bad, f"{kind}: images (index, what) {bad} of {len(ref['images'])} differ"
+        assert got["figures"] == ref["figures"], f"{kind}: the figures' geometry differs"

@@ -1,6 +1,10 @@
 """The synthetic people's bodies: a simple 3D skeleton with sampled bone lengths and joint
 angles in human ranges, its facing and lean, projected orthographically, and its body parts
-for drawing (see hintpose.data.synthetic, which renders and annotates them)."""
+for drawing (see hintpose.data.synthetic, which renders and annotates them).
+
+The geometry gives the same bits on every x86-64 CPU: Python floats and elementwise numpy
+arithmetic only, with sine, cosine, dot products and normal draws from hintpose.data.portable
+(not numpy's BLAS-backed ``@`` or libm's CPU-specific variants)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from hintpose.data.portable import cos, normal, sin
+from hintpose.data.portable import dot as dot3
 
 (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI,
  L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK) = range(17)
@@ -92,14 +99,14 @@ class Figure:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.sqrt(v @ v)), 1e-9)
+    return v / max(math.sqrt(dot3(v, v)), 1e-9)
 
 
 def _perp(v: np.ndarray, u: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Unit component of ``v`` orthogonal to unit ``u`` (``fallback`` when v is parallel)."""
-    w = v - (v @ u) * u
-    if w @ w < 1e-6:
-        w = fallback - (fallback @ u) * u
+    w = v - dot3(v, u) * u
+    if dot3(w, w) < 1e-6:
+        w = fallback - dot3(fallback, u) * u
     return _unit(w)
 
 
@@ -132,13 +139,13 @@ def _arm(rng: np.random.Generator, side: float) -> tuple[np.ndarray, np.ndarray]
         elev, azim = math.radians(u(5, 40)), math.radians(u(-80, 90))
     else:  # raised, reaching, waving
         elev, azim = math.radians(u(30, 165)), math.radians(u(-30, 120))
-    upper = np.array([side * math.sin(elev) * math.cos(azim), math.cos(elev),
-                      math.sin(elev) * math.sin(azim)])
+    upper = np.array([side * sin(elev) * cos(azim), cos(elev),
+                      sin(elev) * sin(azim)])
     bend = math.radians(u(0, 50) if rng.random() < 0.55 else u(50, 145))
     tau = math.radians(u(0, 90))  # humeral rotation: elbow bends forward ... upward
-    towards = _F * math.cos(tau) - _Y * math.sin(tau) - side * _L * u(0, 0.6)
+    towards = _F * cos(tau) - _Y * sin(tau) - side * _L * u(0, 0.6)
     b = _perp(towards, upper, -_Y)
-    return upper, math.cos(bend) * upper + math.sin(bend) * b
+    return upper, cos(bend) * upper + sin(bend) * b
 
 
 def _look(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,15 +188,15 @@ def sample_figure(rng: np.random.Generator, height: float, facing: str | None = 
 
     r = rng.random()
     beta = math.radians(u(-5, 12) if r < 0.8 else u(12, 35) if r < 0.95 else u(35, 60))
-    up = np.array([0.0, -math.cos(beta), math.sin(beta)])  # spine, pelvis -> neck
-    front = np.array([0.0, math.sin(beta), math.cos(beta)])  # chest normal
+    up = np.array([0.0, -cos(beta), sin(beta)])  # spine, pelvis -> neck
+    front = np.array([0.0, sin(beta), cos(beta)])  # chest normal
     sho_c = spine * up
-    head_up = _unit(up + _F * rng.normal(0.0, 0.15) + _L * rng.normal(0.0, 0.08))
+    head_up = _unit(up + _F * normal(rng, 0.0, 0.15) + _L * normal(rng, 0.0, 0.08))
     neck_top = sho_c + neck * head_up
     head_c = neck_top + 0.85 * hb * head_up
     psi = math.radians(u(-20, 20))  # head turned relative to the body
-    fh = np.array([math.sin(psi), 0.0, math.cos(psi)])
-    lh = np.array([math.cos(psi), 0.0, -math.sin(psi)])
+    fh = np.array([sin(psi), 0.0, cos(psi)])
+    lh = np.array([cos(psi), 0.0, -sin(psi)])
 
     # Rows of pts: 0-16 COCO joints, 17 shoulder centre, 18 neck top, 19 head centre,
     # 20-21 hands, 22-25 heel/toe (left, right), 26 face centre, 27 mouth,
@@ -209,8 +216,8 @@ def sample_figure(rng: np.random.Generator, height: float, facing: str | None = 
     for i, (flex, abd, knee) in enumerate(_leg_angles(rng)):
         s = 1.0 - 2.0 * i
         f, a, k = math.radians(flex), math.radians(abd), math.radians(knee)
-        thigh = np.array([s * math.sin(a), math.cos(a) * math.cos(f), math.cos(a) * math.sin(f)])
-        shin = math.cos(k) * thigh + math.sin(k) * _perp(-_F, thigh, _Y)
+        thigh = np.array([s * sin(a), cos(a) * cos(f), cos(a) * sin(f)])
+        shin = cos(k) * thigh + sin(k) * _perp(-_F, thigh, _Y)
         pts[L_HIP + i] = s * hw * _L
         pts[L_KNE + i] = pts[L_HIP + i] + th * thigh
         pts[L_ANK + i] = pts[L_KNE + i] + sh * shin
@@ -235,8 +242,8 @@ def sample_figure(rng: np.random.Generator, height: float, facing: str | None = 
 
     # Orthographic projection after yaw (facing) and in-plane lean, then to pixels.
     theta = math.radians(_FACING_YAW[facing] + u(-1, 1) * _YAW_JITTER[facing])
-    lean = math.radians(float(np.clip(rng.normal(0.0, 8.0), -25, 25)))
-    ct, st, cl, sl_ = math.cos(theta), math.sin(theta), math.cos(lean), math.sin(lean)
+    lean = math.radians(float(np.clip(normal(rng, 0.0, 8.0), -25, 25)))
+    ct, st, cl, sl_ = cos(theta), sin(theta), cos(lean), sin(lean)
     x = pts[:, 0] * ct - pts[:, 2] * st
     depth = pts[:, 0] * st + pts[:, 2] * ct  # > 0: nearer the camera than the pelvis
     p = np.stack([x * cl - pts[:, 1] * sl_, x * sl_ + pts[:, 1] * cl], 1) * height

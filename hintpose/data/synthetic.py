@@ -3,18 +3,23 @@
 A person is the orthographic projection of a simple 3D body: a pelvis root, sampled bone
 lengths, shoulder/elbow/hip/knee angles in human ranges, a yaw that sets the facing (front,
 back, left or right profile; "left" = the person's left side towards the camera) and an
-in-plane lean. Body parts are drawn far to near with OpenCV into a per-person label map;
-persons are composited back to front (painter's order) into an owner map, which gives each
-person's visible mask and each joint's visibility: v=2 visible, v=1 labeled but hidden (by a
-nearer person or by the person's own nearer limbs), v=0 unlabeled (face points turned away)
-or outside the image (then x=y=0, as in COCO).
+in-plane lean. Body parts are drawn far to near (hintpose.data.render) into a per-person
+label map; persons are composited back to front (painter's order) into an owner map, which
+gives each person's visible mask and each joint's visibility: v=2 visible, v=1 labeled but
+hidden (by a nearer person or by the person's own nearer limbs), v=0 unlabeled (face points
+turned away) or outside the image (then x=y=0, as in COCO).
+
+The same parameters give the same bits (pixels, JPEG files, annotations) on every x86-64 CPU:
+no value comes from a CPU-dispatched library routine (numpy's SIMD loops, OpenBLAS, libm,
+OpenCV's resize and arithmetic, see hintpose.data.portable); OpenCV only draws on integer
+coordinates and encodes the JPEG files (both exact). tests/test_synthetic.py checks it.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -23,13 +28,13 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from hintpose.data.crowd import crowd_index
-from hintpose.data.figures import HEAD, NUM_PARTS, OWNS, SKIN, TORSO_UP, Figure, Part, sample_figure
+from hintpose.data.figures import OWNS, Figure, sample_figure
 from hintpose.data.keypoints import person_category
 from hintpose.data.params import SyntheticConfig
+from hintpose.data.portable import exp, gaussian_blur, log, normal
+from hintpose.data.render import Drawn, background, render
 from hintpose.errors import DataError
 
-_SHIFT = 4  # OpenCV fixed-point bits: sub-pixel accurate drawing
-_ONE = 1 << _SHIFT
 # Grouping (tuned so the default val split populates all three CrowdPose levels): in a grouped
 # image a person stays alone with probability _ALONE * (1 - crowding); neighbours in a group
 # stand U(0.03, 0.03 + spread) heights apart, spread = _SPREAD0 + _SPREAD1 * (1 - crowding) * U.
@@ -37,174 +42,12 @@ _ALONE, _SPREAD0, _SPREAD1 = 1.2, 0.25, 0.5
 _PAIR_STD = math.sqrt(2 * (256**2 - 1) / 12)  # std of the sum of two uniform bytes
 
 
-# --------------------------------------------------------------------------- renderer
-
-
-def _draw(img: np.ndarray, part: Part, color: float | tuple, q: np.ndarray) -> None:
-    """Draw one primitive; ``q`` holds the figure's points in crop pixels, fixed point."""
-    i = part.idx
-    if part.kind == "line":
-        cv2.line(img, (int(q[i[0], 0]), int(q[i[0], 1])), (int(q[i[1], 0]), int(q[i[1], 1])),
-                 color, max(1, round(part.size[0])), cv2.LINE_8, _SHIFT)
-    elif part.kind == "poly":
-        cv2.fillConvexPoly(img, cv2.convexHull(q[list(i)]), color, cv2.LINE_8, _SHIFT)
-    elif part.kind == "ellipse":
-        axes = (max(1, round(part.size[0] * _ONE)), max(1, round(part.size[1] * _ONE)))
-        cv2.ellipse(img, (int(q[i[0], 0]), int(q[i[0], 1])), axes, part.size[2], 0, 360, color,
-                    -1, cv2.LINE_8, _SHIFT)
-    else:
-        cv2.circle(img, (int(q[i[0], 0]), int(q[i[0], 1])), max(1, round(part.size[0] * _ONE)),
-                   color, -1, cv2.LINE_8, _SHIFT)
-
-
-def _texture(fig: Figure, h: int, w: int, x0: float, y0: float,
-             rng: np.random.Generator) -> np.ndarray | None:
-    """Multiplicative clothing texture (h, w) around 0: stripes, blotches, checks or None."""
-    kind, amp, period, ang = fig.texture
-    if kind == 0:
-        return None
-    if kind == 2:
-        small = rng.uniform(-amp, amp, (h // 6 + 2, w // 6 + 2)).astype(np.float32)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    xs = np.arange(w, dtype=np.float32)[None, :] + np.float32(x0)
-    ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(y0)
-    f = np.float32(2 * math.pi / period)
-    a = np.sin((xs * np.float32(math.sin(ang)) + ys * np.float32(math.cos(ang))) * f)
-    if kind == 3:
-        a = a * np.sin((xs * np.float32(math.cos(ang)) - ys * np.float32(math.sin(ang))) * f)
-    return np.where(a > 0, np.float32(amp), np.float32(-amp))
-
-
-@dataclass
-class _Drawn:
-    """Where a person landed: crop origin and its own label map (for joint visibility)."""
-
-    x0: int
-    y0: int
-    label: np.ndarray
-
-
-def _render(canvas: np.ndarray, owner: np.ndarray, fig: Figure, px: float, py: float, k: int,
-            rng: np.random.Generator, textures: bool = True) -> _Drawn | None:
-    """Draw ``fig`` with its pelvis at (px, py) over ``canvas``; mark its pixels ``k`` in
-    ``owner``. Returns None when nothing of it lands inside the image."""
-    hh, ww = owner.shape
-    ex0, ey0, ex1, ey1 = fig.extent
-    x0, y0 = max(0, math.floor(px + ex0)), max(0, math.floor(py + ey0))
-    x1, y1 = min(ww, math.ceil(px + ex1) + 1), min(hh, math.ceil(py + ey1) + 1)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    ox, oy = x0 - px, y0 - py  # crop origin in figure coordinates
-    label = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    q = np.round((fig.points - (ox, oy)) * _ONE).astype(np.int32)
-    for part in fig.parts:
-        _draw(label, part, part.pid, q)
-    mask = label > 0
-    if not mask.any():
-        return None
-    h, w = label.shape
-    strength, ang = fig.light
-    xs = np.arange(w, dtype=np.float32)[None, :] + np.float32(ox)
-    ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(oy)
-    ramp = 1.0 + (xs * np.float32(math.cos(ang)) + ys * np.float32(math.sin(ang))) * np.float32(
-        strength / fig.height)
-    tex = _texture(fig, h, w, ox, oy, rng)  # drawn either way: the same random stream
-    tex = tex if textures else None
-    mult = ramp if tex is None else ramp * (1.0 + tex * fig.cloth[label])
-    lut = np.zeros((256, 1, 3), np.uint8)
-    lut[:NUM_PARTS, 0] = np.clip(fig.palette, 0, 255)
-    col = cv2.multiply(cv2.LUT(cv2.merge([label, label, label]), lut), cv2.merge([mult] * 3),
-                       dtype=cv2.CV_8U)
-    shade = float(ramp.mean())
-    for pid in (HEAD, TORSO_UP):  # face, ears, neckline: only where that part shows
-        marks = [d for d in fig.details if d.pid == pid]
-        if not marks:
-            continue
-        near = fig.points[[j for d in marks for j in d.idx]] - (ox, oy)
-        r = 2.0 + max(max(d.size[:2]) if d.size else 0.0 for d in marks)
-        lo, hi = np.floor(near.min(0) - r).astype(int), np.ceil(near.max(0) + r).astype(int)
-        wx0, wy0, wx1, wy1 = max(0, lo[0]), max(0, lo[1]), min(w, hi[0]), min(h, hi[1])
-        if wx1 <= wx0 or wy1 <= wy0:
-            continue
-        sel = label[wy0:wy1, wx0:wx1] == pid
-        win = col[wy0:wy1, wx0:wx1]
-        det = win.copy()
-        for d in marks:
-            tone = tuple(float(c) for c in np.clip(fig.palette[0] * d.tone * shade, 0, 255))
-            _draw(det, d, tone, q - (wx0 * _ONE, wy0 * _ONE))
-        win[sel] = det[sel]
-    np.copyto(canvas[y0:y1, x0:x1], col, where=mask[..., None])
-    owner[y0:y1, x0:x1][mask] = k
-    return _Drawn(x0, y0, label)
-
-
-def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
-    """Gradient + blotchy texture + distractor shapes (some limb-like bars and blobs)."""
-    w, h = cfg.image_width, cfg.image_height
-    u = rng.uniform
-    cell = int(rng.choice([8, 16, 32]))  # texture grain; built small, then upsampled
-
-    def layer(rows: int) -> np.ndarray:
-        """A linear colour gradient plus blotches over ``rows`` image rows."""
-        gh, gw = max(2, rows // cell + 2), w // cell + 2
-        c0, c1 = rng.uniform(30, 225, (2, 3))
-        ang = u(0, 2 * math.pi)
-        t = np.add.outer(np.linspace(0, math.sin(ang), gh), np.linspace(0, math.cos(ang), gw))
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        small = c0 + (c1 - c0) * t[..., None] + rng.uniform(-1, 1, (gh, gw, 3)) * u(8, 35)
-        small = np.clip(small, 0, 255).astype(np.uint8)
-        return cv2.resize(small, (w, rows), interpolation=cv2.INTER_CUBIC)
-
-    img = layer(h)
-    if rng.random() < 0.6:  # a floor below a horizon
-        horizon = int(u(0.3, 0.75) * h)
-        img[horizon:] = layer(h - horizon)
-    n = int(rng.poisson(cfg.distractors)) if cfg.distractors else 0
-    # A plain look makes the same draws (so the persons after them stay the same) but paints
-    # the shapes on a scratch copy.
-    shapes = img if cfg.look == "textured" else img.copy()
-    for _ in range(n):
-        kind = int(rng.integers(7))
-        color = tuple(float(c) for c in rng.uniform(0, 255, 3))
-        cx, cy = u(-0.1, 1.1) * w, u(-0.1, 1.1) * h
-        size = u(0.03, 0.25) * h
-        if kind == 0:  # rectangle
-            p0 = (int(cx), int(cy))
-            p1 = (int(cx + u(-1, 1) * size * 2), int(cy + u(-1, 1) * size * 2))
-            cv2.rectangle(shapes, p0, p1, color, -1)
-        elif kind == 1:  # disc or ring
-            cv2.circle(shapes, (int(cx), int(cy)), int(size / 2) + 1, color,
-                       -1 if rng.random() < 0.6 else int(u(1, 5)), cv2.LINE_AA)
-        elif kind == 2:  # random polygon
-            poly = np.stack([cx + u(-1, 1, 5) * size, cy + u(-1, 1, 5) * size], 1)
-            cv2.fillPoly(shapes, [poly.astype(np.int32)], color, cv2.LINE_AA)
-        elif kind == 3:  # thin line
-            cv2.line(shapes, (int(cx), int(cy)), (int(u(0, w)), int(u(0, h))), color,
-                     int(u(1, 4)), cv2.LINE_AA)
-        elif kind in (4, 5):  # limb-like bar (sometimes bent), skin or cloth coloured
-            if rng.random() < 0.5:
-                color = tuple(float(c) for c in SKIN[rng.integers(len(SKIN))])
-            thick = max(2, int(u(0.02, 0.07) * h))
-            a = u(0, 2 * math.pi)
-            p0 = np.array([cx, cy])
-            for _seg in range(1 + int(rng.random() < 0.4)):
-                p1 = p0 + size * np.array([math.cos(a), math.sin(a)])
-                cv2.line(shapes, tuple(map(int, p0)), tuple(map(int, p1)), color, thick,
-                         cv2.LINE_AA)
-                p0, a = p1, a + u(-2, 2)
-        else:  # head-like blob
-            axes = (int(size / 3) + 1, int(size / 2.5) + 1)
-            cv2.ellipse(shapes, (int(cx), int(cy)), axes, u(0, 180), 0, 360, color, -1,
-                        cv2.LINE_AA)
-    return img
-
-
 # --------------------------------------------------------------------------- layout
 
 
 def _height(rng: np.random.Generator, cfg: SyntheticConfig) -> float:
-    lo, hi = math.log(cfg.person_height_min), math.log(cfg.person_height_max)
-    return cfg.image_height * math.exp(rng.uniform(lo, hi))
+    lo, hi = log(cfg.person_height_min), log(cfg.person_height_max)
+    return cfg.image_height * exp(rng.uniform(lo, hi))
 
 
 def _centre_range(lo_ext: float, hi_ext: float, size: int) -> tuple[float, float]:
@@ -278,7 +121,7 @@ def _layout(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[Figure
             side, v = _off_frame(rng, ext, w, h, most=0.4)
             gx, gy = (v, gy) if side in ("left", "right") else (gx, v)
         for f, x, d in zip(figs, xs, near, strict=True):
-            px, py = gx + x + rng.normal(0, 0.02) * hg, gy + d * 0.06 * hg
+            px, py = gx + x + normal(rng, 0, 0.02) * hg, gy + d * 0.06 * hg
             placed.append((f, px, py))
             boxes.append((px + f.extent[0], py + f.extent[1], px + f.extent[2], py + f.extent[3]))
     for _ in range(n_alone):
@@ -307,7 +150,7 @@ def _layout(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[Figure
 # --------------------------------------------------------------------------- annotations
 
 
-def _annotation(fig: Figure, px: float, py: float, drawn: _Drawn, owner: np.ndarray,
+def _annotation(fig: Figure, px: float, py: float, drawn: Drawn, owner: np.ndarray,
                 k: int, cfg: SyntheticConfig) -> dict | None:
     """COCO annotation of person ``k`` (visible mask from the owner map) or None if too small."""
     vis = owner == k
@@ -346,10 +189,10 @@ def _annotation(fig: Figure, px: float, py: float, drawn: _Drawn, owner: np.ndar
 
 def generate_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, list[dict]]:
     """BGR uint8 image (H, W, 3) and its person annotations (without id / image_id)."""
-    canvas = _background(rng, cfg)
+    canvas = background(rng, cfg)
     owner = np.full((cfg.image_height, cfg.image_width), -1, np.int16)
     layout = _layout(rng, cfg)
-    drawn = [_render(canvas, owner, f, px, py, k, rng, cfg.look == "textured")
+    drawn = [render(canvas, owner, f, px, py, k, rng, cfg.look == "textured")
              for k, (f, px, py) in enumerate(layout)]
     anns = []
     for k, ((f, px, py), d) in enumerate(zip(layout, drawn, strict=True)):
@@ -358,12 +201,12 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
             if ann is not None:
                 anns.append(ann)
     if cfg.blur_sigma > 0:
-        canvas = cv2.GaussianBlur(canvas, (0, 0), cfg.blur_sigma * rng.uniform(0.6, 1.4))
+        canvas = gaussian_blur(canvas, cfg.blur_sigma * rng.uniform(0.6, 1.4))
     if cfg.noise_std > 0 and cfg.look == "textured":  # zero-mean: sum of two uniform bytes
         pair = np.frombuffer(rng.bytes(2 * canvas.size), np.uint8).reshape(2, *canvas.shape)
-        noise = cv2.add(pair[0], pair[1], dtype=cv2.CV_16S)
+        noise = pair[0].astype(np.int16) + pair[1]
         gain = cfg.noise_std * rng.uniform(0.5, 1.5) / _PAIR_STD
-        canvas = cv2.addWeighted(canvas, 1.0, noise, gain, -255.0 * gain, dtype=cv2.CV_8U)
+        canvas = np.clip(np.rint(canvas + noise * gain - 255.0 * gain), 0, 255).astype(np.uint8)
     return canvas, anns
 
 
