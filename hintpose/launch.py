@@ -9,8 +9,9 @@ images/s). On GPUs it is one process per GPU, as ``torchrun --nproc_per_node`` w
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so
 :func:`hintpose.runtime.distributed_session` joins them into one group. Unlike torchrun it
 stops the other processes as soon as one fails and adds no report of its own: the failing
-process's one-line error is the message. This module imports nothing heavy, so a stage can
-decide to relaunch itself before it loads torch.
+process's one-line error is the message. :func:`watch_parent` stops a stage whose ``dvc``
+was killed. This module imports nothing heavy, so a stage can decide to relaunch itself
+before it loads torch.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["in_process_group", "launch_local", "threads_per_process"]
+__all__ = ["in_process_group", "launch_local", "signal_hint", "threads_per_process",
+           "watch_parent"]
 
 #: Linux prctl option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
@@ -34,6 +38,16 @@ PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
 #: Seconds rank 0 may take to fail too after another rank failed (see launch_local).
 GRACE_S = 3.0
+#: Seconds an orphaned stage may take to clean up after SIGTERM before it exits hard.
+STOP_GRACE_S = 15.0
+#: What a rank ended by these signals most likely ran into.
+SIGNAL_HINTS = {
+    signal.SIGKILL: "killed, out of memory?",
+    signal.SIGBUS: "a bus error: a memory-mapped file on a full disk, or one truncated?",
+    signal.SIGSEGV: "a segmentation fault",
+}
+#: Processes a stage may be started through (DVC runs a stage as ``$SHELL -c cmd``).
+SHELLS = frozenset({"sh", "ash", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox"})
 
 
 def in_process_group() -> bool:
@@ -93,12 +107,22 @@ def launch_local(procs: int, threads: int, argv: Sequence[str] | None = None) ->
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace"))
             if code < 0:
-                print(f"error: process {rank} of {procs} was ended by signal "
-                      f"{-code} (out of memory?)", file=sys.stderr)
+                print(f"error: process {rank} of {procs} was ended by signal {-code} "
+                      f"({signal_hint(-code)})", file=sys.stderr)
                 return 128 - code
             return code
         finally:
             _stop(children)
+
+
+def signal_hint(signum: int) -> str:
+    """``SIGBUS, a bus error: ...``: a signal's name and what most likely sent it."""
+    try:
+        sig = signal.Signals(signum)
+    except ValueError:
+        return "an unknown signal"
+    hint = SIGNAL_HINTS.get(sig)
+    return f"{sig.name}, {hint}" if hint else sig.name
 
 
 def _die_with(parent: int) -> None:
@@ -141,3 +165,70 @@ def _stop(children: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+# --------------------------------------------------------------------------- orphaned stages
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (Linux ``/proc``), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def ancestry() -> list[tuple[int, int]]:
+    """(pid, parent pid) of this process and of each shell between it and the process that
+    started it: DVC runs a stage through ``$SHELL -c``, and a shell that did not exec the
+    command outlives a killed ``dvc`` just like the stage would."""
+    chain = [(os.getpid(), os.getppid())]
+    while len(chain) < 8:
+        pid = chain[-1][1]
+        parent = _parent_of(pid) if pid > 1 and _command_of(pid) in SHELLS else None
+        if parent is None:
+            break
+        chain.append((pid, parent))
+    return chain
+
+
+def watch_parent(interval: float = 1.0) -> threading.Thread | None:
+    """Stop this process once the process that started it (past any shell in between) has
+    ended: a ``kill -9`` of ``dvc`` must not leave its stage running on, orphaned, next to
+    the stage a second ``dvc repro`` starts. The stop is a SIGTERM to this process (which
+    hintpose.cli turns into an exit that removes unfinished outputs; a launcher's ranks go
+    with it), then after ``STOP_GRACE_S`` a hard exit. A daemon thread on Linux; None
+    elsewhere or when the parent is already init."""
+    if not sys.platform.startswith("linux"):
+        return None
+    chain = ancestry()
+    owner = chain[-1][1]
+    if owner <= 1:
+        return None
+    name = _command_of(owner) or "pid"
+
+    def orphaned() -> bool:
+        return os.getppid() != chain[0][1] or any(_parent_of(pid) != parent
+                                                   for pid, parent in chain[1:])
+
+    def watch() -> None:
+        while not orphaned():
+            time.sleep(interval)
+        with contextlib.suppress(OSError, ValueError):
+            print(f"error: the process that started this stage ({name} {owner}) has ended; "
+                  "stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_S)
+        os._exit(128 + signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="hintpose-watch-parent", daemon=True)
+    thread.start()
+    return thread

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,15 @@ def realdata() -> Path:
         pytest.skip(f"real photos not found at {REALDATA} (the ../shared/realdata samples; set "
                     "HINTPOSE_REALDATA to their folder)")
     return REALDATA
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A small PNG file whose header says ``width`` x ``height`` (as a 1 MB 32000x32000 PNG
+    of one colour would: what is read before decoding)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))

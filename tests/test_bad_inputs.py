@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import png_claiming
 
 from hintpose.data.keypoints import person_category
 from hintpose.errors import DataError
@@ -43,10 +45,11 @@ def coco_files(folder: Path) -> dict:
     return {"images": images, "annotations": anns, "categories": [person_category()]}
 
 
-def run_prepare(tmp: Path, data: dict, verify: str = "decode", edit_params=None) -> str:
-    """Write ``data`` as both splits, run the prepare stage over earlier outputs; the stage's
-    stderr (it must fail)."""
-    (tmp / "ann.json").write_text(json.dumps(data))
+def run_prepare(tmp: Path, data: dict | str, verify: str = "decode", edit_params=None,
+                params_text: str | None = None) -> str:
+    """Write ``data`` (or that JSON text) as both splits, run the prepare stage over earlier
+    outputs; the last line of the stage's stderr (it must fail with one error line)."""
+    (tmp / "ann.json").write_text(data if isinstance(data, str) else json.dumps(data))
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
     params["dataset"]["kind"] = "coco"
     params["dataset"]["coco"] = {
@@ -55,7 +58,7 @@ def run_prepare(tmp: Path, data: dict, verify: str = "decode", edit_params=None)
         "verify_images": verify}
     if edit_params is not None:
         edit_params(params)
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params) + (params_text or ""))
     out = tmp / "out"
     for name in OUTPUTS:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +102,27 @@ def escaping_path(data: dict, tmp: Path) -> None:
     data["images"][0]["file_name"] = "../../etc/passwd"
 
 
+def huge_png(data: dict, tmp: Path) -> None:
+    png_claiming(tmp / "images" / "2.png", 32000, 32000)
+    data["images"][1]["file_name"] = "2.png"
+
+
+def huge_record(data: dict, tmp: Path) -> None:
+    data["images"][1].update(width=50000, height=50000)
+
+
+def null_num_keypoints(data: dict, tmp: Path) -> None:
+    data["annotations"][0]["num_keypoints"] = None
+
+
+def text_in_skeleton(data: dict, tmp: Path) -> None:
+    data["categories"][0]["skeleton"] = [[1, "x"]]
+
+
+def text_crowd_index(data: dict, tmp: Path) -> None:
+    data["images"][0]["crowdIndex"] = "high"
+
+
 PREPARE_CASES = {
     # name: (break the data, verify_images, the message, which must name the culprit)
     "NaN bbox": (nan_bbox, "decode", r"ann\.json: annotation 2 needs a bbox of 4 finite"),
@@ -112,6 +136,19 @@ PREPARE_CASES = {
                             r"ann\.json: no person with labeled keypoints"),
     "path escaping the image root": (escaping_path, "decode",
                                      r"file_name '\.\./\.\./etc/passwd' escapes the image root"),
+    "a 32000x32000 PNG": (huge_png, "decode", r"2\.png: image is 32000x32000 pixels, more than "
+                          r"the limit of 67,108,864 \(8192x8192\)$"),
+    "a record of 50000x50000": (huge_record, "exists",
+                                r"ann\.json: image 2 is 50000x50000 pixels, more than the limit"),
+    "num_keypoints null": (null_num_keypoints, "decode",
+                           r"ann\.json: annotation 1 has num_keypoints None; it must be an "
+                           r"integer >= 0$"),
+    "a skeleton [[1, 'x']]": (text_in_skeleton, "decode",
+                              r"ann\.json: person category skeleton must be a list of \[joint, "
+                              r"joint\] pairs of integers, got \[\[1, 'x'\]\]$"),
+    "crowdIndex 'high'": (text_crowd_index, "decode",
+                          r"ann\.json: image 1 has crowdIndex 'high'; it must be a finite "
+                          r"number >= 0$"),
 }
 
 
@@ -124,12 +161,43 @@ def test_prepare_refuses_bad_data_and_keeps_earlier_outputs(case: str, tmp_path:
     assert __import__("re").search(message, line), line
 
 
-def test_a_non_finite_param_is_refused(tmp_path: Path) -> None:
-    def inf_lr(params: dict) -> None:
-        params["pose"]["train"]["lr"] = math.inf
+def test_a_100000_level_nested_json_is_one_error(tmp_path: Path) -> None:
+    coco_files(tmp_path)
+    line = run_prepare(tmp_path, '{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert line == f"error: {tmp_path / 'ann.json'}: malformed JSON (nested too deeply)", line
 
-    line = run_prepare(tmp_path, coco_files(tmp_path), edit_params=inf_lr)
-    assert line == "error: params.yaml: pose.train.lr must be a finite number, got inf"
+
+#: A YAML alias bomb (billion laughs: 9^9 strings) under a known key, as the end of params.
+ALIAS_BOMB = "".join(
+    f"  {k}: &{k} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, k in zip([""] + list("abcdefgh"), "abcdefghi", strict=True))
+
+PARAMS_CASES = {
+    # name: (params.yaml edit, YAML text appended, the exact error line)
+    "input width 100000": (
+        lambda p: p["pose"]["data"].update(input_width=100_000), None,
+        "error: params.yaml: pose.data.input_width must be <= 2048, got 100000"),
+    "a billion train images": (
+        lambda p: p["dataset"].update(train_images=1_000_000_000), None,
+        "error: params.yaml: dataset.train_images must be <= 1000000, got 1000000000"),
+    "an alias bomb as runtime": (
+        lambda p: p.pop("runtime"), "runtime:\n" + ALIAS_BOMB.replace("  i:", "  procs:"), None),
+    "an infinite lr": (
+        lambda p: p["pose"]["train"].update(lr=math.inf), None,
+        "error: params.yaml: pose.train.lr must be a finite number, got inf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAMS_CASES))
+def test_bad_params_are_one_short_error(case: str, tmp_path: Path) -> None:
+    edit, text, message = PARAMS_CASES[case]
+    t0 = time.perf_counter()
+    line = run_prepare(tmp_path, coco_files(tmp_path), edit_params=edit, params_text=text)
+    assert time.perf_counter() - t0 < 30 and len(line) < 300, line[:300]
+    if message is None:  # the bomb: refused before it is expanded
+        message = (f"error: {tmp_path / 'params.yaml'}: its YAML expands to more than 100,000 "
+                   "values (aliases of aliases: an alias bomb?); write the values out")
+    assert line == message
 
 
 def test_a_full_disk_is_one_error_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -173,7 +241,9 @@ def test_scoring_names_the_results_file_and_checks_the_category(tmp_path: Path) 
 
 def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
     """A 17-joint model on CrowdPose's 14 joints: one message naming both, before any work."""
+    from hintpose.config import ModelParams, PoseParams
     from hintpose.data.coco import write_manifest
+    from hintpose.topdown.spec import ModelSpec
 
     crowdpose = ROOT / "tests/data/realdata/mmpose_crowdpose/test_crowdpose.json"
     dataset = tmp_path / "dataset"
@@ -182,8 +252,8 @@ def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
                              "val": (str(crowdpose), str(tmp_path))}, "coco")
     model = tmp_path / "models" / "coco17"
     model.mkdir(parents=True)
-    (model / "model.json").write_text(json.dumps(
-        {"num_joints": 17, "keypoint_names": person_category()["keypoints"]}))
+    spec = ModelSpec.from_params(PoseParams(), ModelParams(), person_category()["keypoints"])
+    (model / "model.json").write_text(json.dumps(spec.to_json()))
     (tmp_path / "det.json").write_text("[]")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "stages/infer.py"), "--params",
@@ -195,3 +265,37 @@ def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
     assert line.startswith(f"error: {model}: the model predicts 17 joints (nose, ") and (
         "test_crowdpose.json has 14 (left_shoulder" in line), line
     assert not (tmp_path / "infer").exists() and not (tmp_path / "details.json").exists()
+
+
+DEMO_CASES = {
+    # name: (header size of the input PNG, --out, the error line: {tmp} is the test folder)
+    "a 32000x32000 PNG": ((32000, 32000), "demo.png",
+                          "error: {tmp}/in.png: image is 32000x32000 pixels, more than the limit "
+                          "of 67,108,864 (8192x8192)"),
+    "a header claiming 50000x50000": ((50000, 50000), "demo.png",
+                                      "error: {tmp}/in.png: image is 50000x50000 pixels, more "
+                                      "than the limit of 67,108,864 (8192x8192)"),
+    "an --out OpenCV cannot write": ((64, 48), "demo.xyz",
+                                     "error: {tmp}/demo.xyz: cannot write a .xyz picture (use "
+                                     ".png or .jpg)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEMO_CASES))
+def test_the_demo_refuses_bad_images_before_any_work(case: str, tmp_path: Path) -> None:
+    size, out, message = DEMO_CASES[case]
+    png_claiming(tmp_path / "in.png", *size)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "hintpose.report.demo", str(tmp_path / "in.png"),
+                           "--out", str(tmp_path / out), "--params", str(ROOT / "params.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == message.format(tmp=tmp_path)
+    assert time.perf_counter() - t0 < 60 and not (tmp_path / out).exists()
+
+
+def test_the_demo_writes_png_when_out_has_no_suffix(tmp_path: Path) -> None:
+    from hintpose.report.demo import picture_path
+
+    assert picture_path(tmp_path / "demo") == tmp_path / "demo.png"
+    assert picture_path(tmp_path / "demo.jpg") == tmp_path / "demo.jpg"

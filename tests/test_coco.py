@@ -9,8 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import png_claiming
 
-from hintpose.data.coco import clip_box, load_coco
+from hintpose.data.coco import clip_box, load_coco, preloaded_image, read_image
 from hintpose.data.crowd import crowd_index
 from hintpose.errors import DataError
 
@@ -126,6 +127,23 @@ def test_tiny_valid(tmp_path: Path, tiny) -> None:
         (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "needs a bbox of 4 finite numbers"),
         (lambda d: d.update(categories=[{"id": 1, "name": "person"}]), "no category with"),
         (lambda d: d.pop("images"), "'images' must be a list"),
+        # fields of the wrong type: one message naming the file and the field
+        (lambda d: d["annotations"][0].update(num_keypoints=None),
+         "ann.json: annotation 7 has num_keypoints None; it must be an integer >= 0"),
+        (lambda d: d["annotations"][0].update(num_keypoints=-1), "has num_keypoints -1"),
+        (lambda d: d["categories"][0].update(skeleton=[[1, "x"]]),
+         "ann.json: person category skeleton must be a list of [joint, joint] pairs of integers, "
+         "got [[1, 'x']]"),
+        (lambda d: d["categories"][0].update(skeleton=[1, 2]), "skeleton must be a list of"),
+        (lambda d: d["categories"][0].update(keypoints=list(range(17))),
+         "ann.json: person category keypoints must be names (strings), got [0, 1, 2"),
+        (lambda d: d["categories"][0].update(sigmas=["a"] * 17),
+         "ann.json: person category sigmas must be a list of finite numbers"),
+        (lambda d: d["images"][0].update(crowdIndex="high"),
+         "ann.json: image 1 has crowdIndex 'high'; it must be a finite number >= 0"),
+        (lambda d: d["annotations"][0].update(image_id=[1]), "refers to unknown image id [1]"),
+        (lambda d: d["images"][0].update(width=50000, height=50000),
+         "ann.json: image 1 is 50000x50000 pixels, more than the limit of 67,108,864"),
     ],
 )
 def test_bad_inputs(tmp_path: Path, tiny, edit, message: str) -> None:
@@ -153,3 +171,32 @@ def test_missing_and_malformed_json(tmp_path: Path, tiny) -> None:
     bad.write_text('{"images": [')
     with pytest.raises(DataError, match="bad.json: malformed JSON"):
         load_coco(bad, images)
+    bad.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DataError, match=r"bad\.json: malformed JSON \(nested too deeply\)"):
+        load_coco(bad, images)
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path: Path, tiny) -> None:
+    """A 1 MB PNG of 32000x32000 pixels would take 3 GB decoded: refused before decoding,
+    as is one whose header claims more than OpenCV decodes."""
+    data, images = tiny
+    for name, (w, h) in {"big.png": (32000, 32000), "bigger.png": (50000, 50000)}.items():
+        png_claiming(images / name, w, h)
+        with pytest.raises(DataError) as info:
+            read_image(images / name)
+        assert str(info.value) == (f"{images / name}: image is {w}x{h} pixels, more than the "
+                                   "limit of 67,108,864 (8192x8192)")
+    data["images"][1].update(file_name="big.png")
+    with pytest.raises(DataError, match=r"big\.png: image is 32000x32000 pixels"):
+        load(tmp_path, data, images)
+
+
+def test_a_preloaded_image_is_not_decoded_again(tmp_path: Path, tiny) -> None:
+    _, images = tiny
+    pixels = np.full((40, 60, 3), 7, np.uint8)
+    with preloaded_image(images / "a.jpg", pixels):
+        copy = read_image(images / "." / "a.jpg")
+        assert (copy == 7).all() and copy is not pixels
+        copy[:] = 0  # a reader's copy: the preloaded pixels stay as they were
+        assert (read_image(images / "a.jpg") == 7).all()
+    assert (read_image(images / "a.jpg") == 128).all()

@@ -10,6 +10,8 @@ import pytest
 
 from hintpose.launch import in_process_group, launch_local, threads_per_process
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # A rank writes its environment to out/<rank>.txt, then does what argv[2] says for its rank.
 SCRIPT = """
 import os, sys, time
@@ -25,6 +27,8 @@ elif action == "fail":
     sys.exit(3)
 elif action == "kill":
     os.kill(os.getpid(), 9)
+elif action == "bus":
+    os.kill(os.getpid(), 7)
 """
 
 
@@ -69,7 +73,15 @@ def test_an_error_of_every_rank_is_shown_once(tmp_path: Path, capfd) -> None:
 def test_a_rank_ended_by_a_signal_is_reported(tmp_path: Path, capfd) -> None:
     assert launch(tmp_path, "0=sleep,1=kill") == 128 + 9
     err = capfd.readouterr().err
-    assert "process 1 of 2 was ended by signal 9" in err
+    assert "error: process 1 of 2 was ended by signal 9 (SIGKILL, killed, out of memory?)" in err
+
+
+def test_a_bus_error_is_named_as_such(tmp_path: Path, capfd) -> None:
+    """SIGBUS (a memory map on a full disk) is not reported as running out of memory."""
+    assert launch(tmp_path, "0=bus") == 128 + 7
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: process 0 of 2 was ended by signal 7 (SIGBUS, a bus error: a "
+                       "memory-mapped file on a full disk, or one truncated?)"), err
 
 
 def test_bad_arguments() -> None:
@@ -139,7 +151,7 @@ def test_a_killed_training_stage_leaves_no_rank_and_resumes(tmp_path: Path) -> N
     params["pose"]["pretrain"].update(epochs=6, max_samples=48, batch_size=4, val_samples=4,
                                       cue_epochs=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, str(root / "stages/train.py"), "--pretrain", "--params",
+    cmd = [sys.executable, str(root / "stages/pretrain.py"), "--params",
            str(tmp_path / "params.yaml"), "--dataset", str(tmp_path / "dataset"), "--out",
            str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ckpt"), "--log-dir",
            str(tmp_path / "log")]
@@ -177,3 +189,78 @@ def test_a_killed_training_stage_leaves_no_rank_and_resumes(tmp_path: Path) -> N
     assert (tmp_path / "out" / "hrnet.pt").is_file()
     assert list(read_log(tmp_path / "log")["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert not (tmp_path / "ckpt" / "last.pt").exists()
+
+
+# A stage under DVC (hintpose.cli.run): with argv[2] "ranks", relaunched as two ranks, rank 0
+# holding the folder output; each process writes its pid and sleeps.
+ORPHAN_STAGE = """
+import os, sys, time
+from pathlib import Path
+from hintpose.cli import run
+from hintpose.io import output_dir
+from hintpose.launch import in_process_group, launch_local
+
+def main():
+    folder = Path(sys.argv[1])
+    if sys.argv[2] == "ranks" and not in_process_group():
+        Path(folder, "launcher.pid").write_text(str(os.getpid()))
+        sys.exit(launch_local(2, 1))
+    if os.environ.get("RANK", "0") != "0":
+        Path(folder, "rank1.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+    with output_dir(folder / "out") as tmp:
+        (tmp / "half.txt").write_text("half")
+        Path(folder, "stage.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+
+run(main)
+"""
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("shell_stays", "ranks"), [(True, False), (False, False), (True, True)],
+                         ids=["shell between", "shell exec'd", "launcher and two ranks"])
+def test_killing_dvc_stops_its_stage(tmp_path: Path, shell_stays: bool, ranks: bool) -> None:
+    """``kill -9`` of ``dvc`` alone: its stage (run through ``$SHELL -c``, which may stay as
+    the stage's parent; a launcher with its ranks) stops within seconds and removes its
+    unfinished output, so a second ``dvc repro`` cannot find it running on."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+
+    (tmp_path / "stage.py").write_text(ORPHAN_STAGE)
+    cmd = (f"{shlex.quote(sys.executable)} {tmp_path / 'stage.py'} {tmp_path} "
+           f"{'ranks' if ranks else 'one'}")
+    if shell_stays:
+        cmd += "; true"
+    # the stand-in for dvc: runs the command as DVC does ($SHELL -c, DVC_STAGE set)
+    dvc = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(['/bin/sh', '-c', "
+         "sys.argv[1]])", cmd],
+        env={**os.environ, "DVC_STAGE": "infer@x", "PYTHONPATH": str(ROOT)},
+        stderr=(tmp_path / "stderr.txt").open("w"))
+    names = ["stage.pid", *(["launcher.pid", "rank1.pid"] if ranks else [])]
+    deadline = time.time() + 60
+    while not all((tmp_path / n).is_file() and (tmp_path / n).read_text() for n in names):
+        assert dvc.poll() is None and time.time() < deadline, "the stage did not start"
+        time.sleep(0.05)
+    pids = [int((tmp_path / n).read_text()) for n in names]
+    assert (tmp_path / "out.partial").is_dir()
+    os.kill(dvc.pid, signal.SIGKILL)
+    dvc.wait()
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.time() < deadline, "the stage outlived its dvc"
+        time.sleep(0.1)
+    assert not (tmp_path / "out.partial").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.partial.lock").exists()
+    assert "error: the process that started this stage (python" in (
+        tmp_path / "stderr.txt").read_text()

@@ -4,9 +4,12 @@
 naming the file and the record, anything the rest of the pipeline could trip on: a missing
 file, malformed JSON, keypoint arrays that are not 3*J long, duplicate ids, annotations of
 unknown images, ``file_name`` values that escape the image root, images that are missing or
-do not decode. The number of joints J comes from the person category (17 for COCO, 14 for
-CrowdPose). Like HRNet, training uses only persons with ``num_keypoints > 0`` and
-``iscrowd == 0``; crowd regions stay in the GT so that evaluation ignores detections on them.
+do not decode, images of more than ``MAX_IMAGE_PIXELS`` pixels (their records, and their
+files' headers before anything is decoded), fields of the wrong type (``num_keypoints``,
+``crowdIndex``, the category's keypoint names, skeleton and sigmas). The number of joints J
+comes from the person category (17 for COCO, 14 for CrowdPose). Like HRNet, training uses only
+persons with ``num_keypoints > 0`` and ``iscrowd == 0``; crowd regions stay in the GT so that
+evaluation ignores detections on them.
 """
 
 from __future__ import annotations
@@ -17,13 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hintpose.data.images import (  # noqa: F401 (re-exported: the dataset's image reader)
+    MAX_IMAGE_PIXELS,
+    check_pixels,
+    complete_image_file,
+    preloaded_image,
+    read_image,
+)
 from hintpose.data.keypoints import keypoint_sigmas, skeleton_of
 from hintpose.errors import DataError
 from hintpose.io import finite_number, read_json, write_json
+from hintpose.settings import shown
 
 ImageCheck = Literal["decode", "exists", "none"]
 MANIFEST = "dataset.json"
@@ -38,17 +48,6 @@ def resolve_image_path(root: Path, file_name: str) -> Path:
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise DataError(f"file_name {file_name!r} escapes the image root {root}")
     return root / Path(*pure.parts)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to BGR uint8 (H, W, 3); a missing or undecodable file is a DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: image does not decode")
-    return image
 
 
 def _is_int(v: Any) -> bool:
@@ -145,6 +144,18 @@ def _person_category(data: dict[str, Any], where: Path) -> dict[str, Any]:
     cat = person[0]
     if not _is_int(cat.get("id")) or not cat["keypoints"]:
         raise DataError(f"{where}: person category needs an integer id and keypoint names")
+    if not all(isinstance(name, str) for name in cat["keypoints"]):
+        raise DataError(f"{where}: person category keypoints must be names (strings), got "
+                        f"{shown(cat['keypoints'])}")
+    skeleton = cat.get("skeleton")
+    if skeleton is not None and not (isinstance(skeleton, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(map(_is_int, p)) for p in skeleton)):
+        raise DataError(f"{where}: person category skeleton must be a list of [joint, joint] "
+                        f"pairs of integers, got {shown(skeleton)}")
+    sigmas = cat.get("sigmas")
+    if "sigmas" in cat and not (isinstance(sigmas, list) and all(map(finite_number, sigmas))):
+        raise DataError(f"{where}: person category sigmas must be a list of finite numbers, "
+                        f"got {shown(sigmas)}")
     return cat
 
 
@@ -163,6 +174,11 @@ def _validate_images(records: Any, where: Path) -> dict[int, dict[str, Any]]:
         for key in ("width", "height"):
             if not _is_int(rec.get(key)) or rec[key] <= 0:
                 raise DataError(f"{where}: image {iid} needs a positive integer {key}")
+        check_pixels(rec["width"], rec["height"], f"{where}: image {iid}")
+        crowd = rec.get("crowdIndex", 0.0)
+        if not finite_number(crowd) or crowd < 0:
+            raise DataError(f"{where}: image {iid} has crowdIndex {shown(crowd)}; it must be a "
+                            "finite number >= 0")
         images[iid] = rec
     return images
 
@@ -183,12 +199,12 @@ def _validate_annotations(
         seen.add(aid)
         if ann.get("category_id") != cat_id:
             continue
-        if ann.get("image_id") not in images:
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
             raise DataError(f"{where}: annotation {aid} refers to unknown image id "
-                            f"{ann.get('image_id')!r}")
+                            f"{shown(ann.get('image_id'))}")
         bbox = check_bbox(ann.get("bbox"), f"{where}: annotation {aid}")
         if ann.get("iscrowd", 0) not in (0, 1):
-            raise DataError(f"{where}: annotation {aid} has iscrowd {ann.get('iscrowd')!r}")
+            raise DataError(f"{where}: annotation {aid} has iscrowd {shown(ann.get('iscrowd'))}")
         kpts = ann.get("keypoints")
         if kpts is None and ann.get("iscrowd", 0):
             kpts = [0] * (3 * num_joints)
@@ -201,26 +217,15 @@ def _validate_annotations(
                             f"finite numbers (3 x {num_joints} joints), got {got}")
         area = ann.get("area", bbox[2] * bbox[3] * BOX_AREA_FACTOR)
         if not finite_number(area) or area < 0:
-            raise DataError(f"{where}: annotation {aid} has area {area!r}")
+            raise DataError(f"{where}: annotation {aid} has area {shown(area)}")
         labeled = int(sum(1 for v in kpts[2::3] if v > 0))
+        num_keypoints = ann.get("num_keypoints", labeled)
+        if not _is_int(num_keypoints) or num_keypoints < 0:
+            raise DataError(f"{where}: annotation {aid} has num_keypoints {shown(num_keypoints)};"
+                            " it must be an integer >= 0")
         persons.append({**ann, "keypoints": kpts, "iscrowd": ann.get("iscrowd", 0),
-                        "num_keypoints": ann.get("num_keypoints", labeled), "area": area})
+                        "num_keypoints": num_keypoints, "area": area})
     return persons
-
-
-def complete_image_file(path: Path) -> bool:
-    """False for a JPEG without its end marker or a PNG without its end chunk: files that
-    OpenCV still decodes (with a warning), the missing part grey."""
-    suffix = path.suffix.lower()
-    with path.open("rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 64))
-        tail = f.read()
-    if suffix in (".jpg", ".jpeg"):
-        return tail.rstrip(b"\x00\r\n \t").endswith(b"\xff\xd9")
-    if suffix == ".png":
-        return b"IEND" in tail[-12:]
-    return True
 
 
 def _check_images(coco: CocoPersons, check: ImageCheck) -> None:

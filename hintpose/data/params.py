@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hintpose.errors import ConfigError
+from hintpose.settings import MAX_SEED
 from hintpose.settings import sub as _sub
+
+#: Most images the synthetic generator makes per split (1,500 take under a minute here, a
+#: million about 9 hours).
+MAX_SYNTHETIC_IMAGES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,9 @@ class SyntheticConfig:
     #: in plain shaded clothes, without distractor shapes and noise.
     look: str = field(default="plain", metadata={"choices": ("textured", "plain")})
     #: Persons with fewer visible pixels are not annotated (they still occlude others).
-    min_area: int = field(default=16, metadata={"min": 1})
+    min_area: int = field(default=16, metadata={"min": 1, "max": 4096 * 4096})
     #: Persons without any labeled joint are annotated only from this visible area on.
-    min_area_unlabeled: int = field(default=300, metadata={"min": 1})
+    min_area_unlabeled: int = field(default=300, metadata={"min": 1, "max": 4096 * 4096})
 
     def __post_init__(self) -> None:
         if self.persons_min > self.persons_max:
@@ -72,8 +77,8 @@ class DatasetParams:
     """``dataset``: where the images and keypoint annotations come from."""
 
     kind: str = field(default="synthetic", metadata={"choices": ("synthetic", "coco")})
-    seed: int = field(default=1, metadata={"min": 0})
-    train_images: int = field(default=1500, metadata={"min": 1})
-    val_images: int = field(default=200, metadata={"min": 1})
+    seed: int = field(default=1, metadata={"min": 0, "max": MAX_SEED})
+    train_images: int = field(default=1500, metadata={"min": 1, "max": MAX_SYNTHETIC_IMAGES})
+    val_images: int = field(default=200, metadata={"min": 1, "max": MAX_SYNTHETIC_IMAGES})
     synthetic: SyntheticConfig = _sub(SyntheticConfig)
     coco: CocoImport = _sub(CocoImport)

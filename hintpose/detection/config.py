@@ -19,6 +19,7 @@ import copy
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,24 @@ MODEL_FILE, CONFIG_FILE, META_FILE = "model.pt", "config.py", "detector.json"
 # --------------------------------------------------------------------------- mmdet access
 
 
+@contextlib.contextmanager
+def mmdet_warnings_off() -> Iterator[None]:
+    """Ignore, while the block runs, the Python warnings that mmengine, mmdet and mmcv raise
+    about their own dependencies (pkg_resources, torch.meshgrid's indexing): noise to a user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"(mmengine|mmdet|mmcv|pycocotools)(\.|$)")
+        warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release")
+        yield
+
+
 def require_mmdet() -> None:
     """Import mmcv's compiled ops, mmengine and mmdet, registering mmdet's modules."""
     try:
-        import mmcv.ops  # noqa: F401
-        import mmdet  # noqa: F401
-        from mmdet.utils import register_all_modules
+        with mmdet_warnings_off():
+            import mmcv.ops  # noqa: F401
+            import mmdet  # noqa: F401
+            from mmdet.utils import register_all_modules
     except ImportError as exc:
         raise ConfigError(f"MMDetection is not usable ({exc}); {SETUP_HINT}") from None
     register_all_modules(init_default_scope=True)
@@ -74,7 +87,7 @@ def load_config(path: str) -> Any:
 
     file = resolve_config(path)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), mmdet_warnings_off():
             return Config.fromfile(str(file))
     except Exception as exc:  # mmengine raises many types for a broken config
         raise ConfigError(f"{file}: not a readable MMDetection config ({exc})") from None
@@ -237,7 +250,8 @@ def build_model(cfg: Any, state: dict[str, torch.Tensor] | None, where: str) -> 
     from mmdet.registry import MODELS
 
     try:
-        model = MODELS.build(copy.deepcopy(cfg.model))
+        with mmdet_warnings_off():
+            model = MODELS.build(copy.deepcopy(cfg.model))
     except Exception as exc:
         raise ConfigError(f"{where}: the config's model cannot be built ({exc})") from None
     if state is not None:
@@ -262,7 +276,8 @@ def load_detector(folder: Path, device: torch.device) -> tuple[torch.nn.Module, 
         raise DataError(f"{folder}: no {META_FILE} (run the train_detector stage)")
     meta = read_json(meta_file, "detector record")
     try:
-        cfg = Config.fromfile(str(folder / CONFIG_FILE))
+        with mmdet_warnings_off():
+            cfg = Config.fromfile(str(folder / CONFIG_FILE))
         weights = Path(meta["checkpoint"]) if meta["weights"] == "checkpoint" else None
         label = int(meta["person_label"])
     except Exception as exc:  # a hand-edited or truncated folder

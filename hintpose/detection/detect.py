@@ -16,6 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from hintpose.data.coco import read_image
+from hintpose.detection.config import mmdet_warnings_off
 
 BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs",
                   "ARm", "ARl")
@@ -43,9 +44,17 @@ def detect_images(
     """Person boxes (COCO results: ``image_id, category_id, bbox [x, y, w, h], score``) for
     ``images`` (id, path), batched; boxes of other classes, under ``score_thr`` or smaller
     than ``min_box_size`` on a side are dropped."""
+    pipeline = _test_pipeline(model.cfg)
+    with mmdet_warnings_off():
+        return _detect(model, pipeline, images, label, batch_size, score_thr, min_box_size,
+                       category_id)
+
+
+def _detect(model: torch.nn.Module, pipeline: Any, images: Sequence[tuple[int, Path]],
+            label: int, batch_size: int, score_thr: float, min_box_size: float,
+            category_id: int) -> list[dict[str, Any]]:
     from mmengine.dataset import pseudo_collate
 
-    pipeline = _test_pipeline(model.cfg)
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(images), desc="detect", unit="img")
     for start in range(0, len(images), batch_size):
