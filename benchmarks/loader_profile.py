@@ -25,7 +25,8 @@ from hintpose.config import load_params
 from hintpose.data.coco import load_split, read_image
 from hintpose.data.transforms import affine_matrix, box_to_center_size, image_tensor
 from hintpose.runtime import Runtime, bf16_supported
-from hintpose.topdown.codec import HeatmapCodec, cue_map
+from hintpose.topdown.codec import HeatmapCodec
+from hintpose.topdown.conditioning import PointCue
 from hintpose.topdown.samples import TopDownDataset, training_instances
 
 
@@ -63,7 +64,8 @@ def main() -> None:
             range(len(instances))),
         "targets_us": per_sample_us(lambda k: codec.encode(k[:, :2], k[:, 2] > 0), joints),
         "cue_map_us": per_sample_us(
-            lambda _: cue_map(np.array(size, float) / 2, size, data.cue_sigma), instances),
+            lambda _: PointCue().render(np.array(size, float) / 2, size, data.cue_sigma),
+            instances),
         "tensor_us": per_sample_us(image_tensor, crops),
     }
     dataset = TopDownDataset(coco, instances, data, train=True, seed=0)
@@ -71,19 +73,20 @@ def main() -> None:
 
     # a training step of the default network, for scale
     from hintpose.models.hintpose import HintPose
+    from hintpose.topdown.samples import collate
     from hintpose.topdown.training import forward_losses
 
     cpu = torch.device("cpu")
     rt = Runtime(cpu, params.runtime.bf16 and bf16_supported(cpu), params.runtime.channels_last)
     torch.manual_seed(0)
-    net = HintPose(params.pose.width, False, False, hops=1, modules=params.pose.modules,
+    net = HintPose(params.pose.width, "none", False, hops=1, modules=params.pose.modules,
                    blocks=params.pose.blocks).to(memory_format=rt.memory_format).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
-    batch = [torch.stack([dataset[i][k] for i in range(16)]) for k in range(4)]
+    batch = collate([dataset[i] for i in range(16)])
     times = []
     for step in range(8):
         t0 = time.perf_counter()
-        loss = torch.stack(forward_losses(net, batch, rt, False)).sum()
+        loss = torch.stack(forward_losses(net, batch, rt)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -29,28 +29,31 @@ from hintpose.topdown.training import forward_losses
 
 
 def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
-            batch: int = 16, warmup: int = 2, iters: int = 5, instance_cue: bool = False,
+            batch: int = 16, warmup: int = 2, iters: int = 5, cue: str = "none",
             layout: tuple[tuple[int, ...], int] = (OFFICIAL_MODULES, OFFICIAL_BLOCKS)) -> float:
     """Images per second of training steps of one HintPose configuration; ``size`` is (W, H),
     ``layout`` the HRNet (modules per stage, blocks per branch)."""
     torch.manual_seed(0)
     recurrent = hops > 1
-    net = HintPose(width, instance_cue, recurrent, hops=hops if recurrent else 1,
+    net = HintPose(width, cue, recurrent, hops=hops if recurrent else 1,
                    modules=layout[0], blocks=layout[1])
     rt = Runtime(torch.device("cpu"), bf16=bf16, channels_last=channels_last)
     net.to(memory_format=rt.memory_format).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
 
     def step() -> None:  # the engine's step (hintpose.engine.fit) on the pose loss
-        loss = torch.stack(forward_losses(net, data, rt, instance_cue)).sum()
+        loss = torch.stack(forward_losses(net, data, rt)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     w, h = size
     joints = 17
-    data = (torch.randn(batch, 3, h, w), torch.rand(batch, joints, h // 4, w // 4) * 0.1,
-            torch.ones(batch, joints, 1), torch.rand(batch, 1, h, w))
+    data = {"image": torch.randn(batch, 3, h, w),
+            "target": torch.rand(batch, joints, h // 4, w // 4) * 0.1,
+            "target_weight": torch.ones(batch, joints, 1)}
+    if cue != "none":
+        data["cue"] = torch.rand(batch, 1, h, w)
     for _ in range(warmup):
         step()
     times = []

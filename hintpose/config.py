@@ -12,12 +12,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hintpose.data.params import DatasetParams
 from hintpose.errors import ConfigError
-from hintpose.settings import build
+from hintpose.settings import (
+    MAX_BATCH,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_INPUT,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_WIDTH,
+    MAX_WORKERS,
+    build,
+    read_yaml,
+)
 from hintpose.settings import sub as _sub
+from hintpose.topdown.conditioning import CUE_KINDS
 from hintpose.topdown.params import (  # noqa: F401 (re-exported)
     HRNET_BLOCKS,
     HRNET_MODULES,
@@ -34,14 +45,14 @@ from hintpose.topdown.params import (  # noqa: F401 (re-exported)
 class DetectorTrainParams:
     """``detector.train``: the schedule of the detector trained on the embedded data."""
 
-    epochs: int = field(default=8, metadata={"min": 1})
-    batch_size: int = field(default=8, metadata={"min": 1})
+    epochs: int = field(default=8, metadata={"min": 1, "max": MAX_EPOCHS})
+    batch_size: int = field(default=8, metadata={"min": 1, "max": MAX_BATCH})
     lr: float = field(default=0.004, metadata={"gt": 0})
     #: mmengine's data loader workers (they draw the augmentation: part of the result).
-    workers: int = field(default=0, metadata={"min": 0})
+    workers: int = field(default=0, metadata={"min": 0, "max": MAX_WORKERS})
     #: Validate (person box AP on ``val_images`` val images) every this many epochs.
-    val_interval: int = field(default=1, metadata={"min": 1})
-    val_images: int = field(default=100, metadata={"min": 0})
+    val_interval: int = field(default=1, metadata={"min": 1, "max": MAX_EPOCHS})
+    val_images: int = field(default=100, metadata={"min": 0, "max": MAX_IMAGES})
 
 
 @dataclass(frozen=True)
@@ -54,13 +65,13 @@ class DetectorParams:
     config: str = "configs/detector/fcos_person.py"
     #: Weights for ``config``; empty: train the config on the train split.
     checkpoint: str = ""
-    seed: int = field(default=1, metadata={"min": 0})
+    seed: int = field(default=1, metadata={"min": 0, "max": MAX_SEED})
     #: The one box filter of the pipeline (detect writes only the boxes that pass it): persons
     #: scoring below ``score_thr`` or with a box side under ``min_box_size`` pixels (the
     #: paper: 32) are dropped.
     score_thr: float = field(default=0.2, metadata={"min": 0, "max": 1})
-    min_box_size: float = field(default=32.0, metadata={"min": 0})
-    batch_size: int = field(default=8, metadata={"min": 1})
+    min_box_size: float = field(default=32.0, metadata={"min": 0, "max": 8192})
+    batch_size: int = field(default=8, metadata={"min": 1, "max": MAX_BATCH})
     train: DetectorTrainParams = _sub(DetectorTrainParams)
 
 
@@ -68,17 +79,20 @@ class DetectorParams:
 class ModelParams:
     """One entry of ``models``: which HintPose additions a pose model has, and its seed."""
 
-    instance_cue: bool = False
+    #: The cue input (hintpose.topdown.conditioning): ``none`` (plain HRNet) or ``point``,
+    #: the report's instance cue.
+    cue: str = field(default="none", metadata={"choices": CUE_KINDS})
     recurrent: bool = False
-    seed: int = field(default=0, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0, "max": MAX_SEED})
 
 
 def _default_models() -> dict[str, ModelParams]:
     """The report's line-up: a plain HRNet and two seeds of each HintPose variant."""
     models = {"baseline": ModelParams(seed=1)}
-    for name, ic, rr in (("ic", True, False), ("rr", False, True), ("icrr", True, True)):
+    for name, cue, rr in (("ic", "point", False), ("rr", "none", True),
+                          ("icrr", "point", True)):
         for suffix, seed in (("a", 1), ("b", 2)):
-            models[f"{name}_{suffix}"] = ModelParams(instance_cue=ic, recurrent=rr, seed=seed)
+            models[f"{name}_{suffix}"] = ModelParams(cue=cue, recurrent=rr, seed=seed)
     return models
 
 
@@ -102,34 +116,34 @@ class EvalParams:
     #: HRNet's flip test (average with the mirrored input's heatmaps, shifted one pixel);
     #: off in the default, where it would double the inference time.
     flip_test: bool = False
-    batch_size: int = field(default=32, metadata={"min": 1})
-    workers: int = field(default=1, metadata={"min": 0})
+    batch_size: int = field(default=32, metadata={"min": 1, "max": MAX_BATCH})
+    workers: int = field(default=1, metadata={"min": 0, "max": MAX_WORKERS})
     #: Crowded GT pairs of the val split on which hintpose.topdown.cue_probe asks whether a model
     #: follows its cue (0: every pair).
-    cue_probe_pairs: int = field(default=300, metadata={"min": 0})
+    cue_probe_pairs: int = field(default=300, metadata={"min": 0, "max": MAX_SAMPLES})
 
 
 @dataclass(frozen=True)
 class MultiPoseNetTrainParams:
     """``multiposenet.train``: Adam with step decay on whole train images, augmented."""
 
-    epochs: int = field(default=4, metadata={"min": 1})
-    batch_size: int = field(default=16, metadata={"min": 1})
+    epochs: int = field(default=4, metadata={"min": 1, "max": MAX_EPOCHS})
+    batch_size: int = field(default=16, metadata={"min": 1, "max": MAX_BATCH})
     lr: float = field(default=2e-3, metadata={"gt": 0})
     #: Fractions of the schedule where the lr is multiplied by lr_factor.
     lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
     lr_factor: float = field(default=0.1, metadata={"gt": 0, "max": 1})
     #: Use at most this many train images (0: all of them).
-    max_images: int = field(default=0, metadata={"min": 0})
+    max_images: int = field(default=0, metadata={"min": 0, "max": MAX_IMAGES})
     #: Val images for the per-epoch validation loss (0: all of them).
-    val_images: int = field(default=64, metadata={"min": 0})
+    val_images: int = field(default=64, metadata={"min": 0, "max": MAX_IMAGES})
     #: Augmentation: scale (std, clipped to 1 +- it), rotation (std in degrees, clipped to
     #: twice it, applied with rotation_prob) and horizontal flip.
     scale_factor: float = field(default=0.25, metadata={"min": 0, "lt": 1})
     rotation_factor: float = field(default=20.0, metadata={"min": 0, "max": 180})
     rotation_prob: float = field(default=0.5, metadata={"min": 0, "max": 1})
     flip: bool = True
-    workers: int = field(default=1, metadata={"min": 0})
+    workers: int = field(default=1, metadata={"min": 0, "max": MAX_WORKERS})
 
 
 @dataclass(frozen=True)
@@ -139,19 +153,19 @@ class MultiPoseNetParams:
     #: ResNet trunk: depth (10 and torchvision's 18, 34, 50, 101, 152) and base channels
     #: (64 is torchvision's ResNet; ``pretrained`` then loads its ImageNet state dict).
     depth: int = field(default=18, metadata={"choices": (10, 18, 34, 50, 101, 152)})
-    width: int = field(default=16, metadata={"min": 1})
-    fpn_channels: int = field(default=32, metadata={"min": 1})
-    head_channels: int = field(default=32, metadata={"min": 1})
+    width: int = field(default=16, metadata={"min": 1, "max": MAX_WIDTH})
+    fpn_channels: int = field(default=32, metadata={"min": 1, "max": MAX_CHANNELS})
+    head_channels: int = field(default=32, metadata={"min": 1, "max": MAX_CHANNELS})
     #: Optional torchvision ResNet state dict (a local file; nothing is downloaded).
     pretrained: str = ""
     #: Whole images are letterboxed into this input (multiples of 32); maps are at 1/4.
-    input_width: int = field(default=160, metadata={"min": 32})
-    input_height: int = field(default=128, metadata={"min": 32})
+    input_width: int = field(default=160, metadata={"min": 32, "max": MAX_INPUT})
+    input_height: int = field(default=128, metadata={"min": 32, "max": MAX_INPUT})
     #: Gaussian sigma of the joint targets, in heatmap pixels.
-    sigma: float = field(default=1.0, metadata={"gt": 0})
+    sigma: float = field(default=1.0, metadata={"gt": 0, "max": 100})
     #: Targets only from visible joints (v=2): a hidden joint lies on another person.
     visible_only: bool = True
-    seed: int = field(default=1, metadata={"min": 0})
+    seed: int = field(default=1, metadata={"min": 0, "max": MAX_SEED})
     train: MultiPoseNetTrainParams = _sub(MultiPoseNetTrainParams)
 
     def __post_init__(self) -> None:
@@ -171,11 +185,11 @@ class CuesParams:
     #: Peaks are local maxima (max-pool) above this heatmap value ...
     threshold: float = field(default=0.05, metadata={"min": 0})
     #: ... at least this many image pixels apart (greedy, best first).
-    min_distance: float = field(default=8.0, metadata={"min": 0})
-    max_per_box: int = field(default=3, metadata={"min": 1})
+    min_distance: float = field(default=8.0, metadata={"min": 0, "max": 8192})
+    max_per_box: int = field(default=3, metadata={"min": 1, "max": 100})
     #: Average the heatmaps with those of the mirrored image.
     flip_test: bool = True
-    batch_size: int = field(default=16, metadata={"min": 1})
+    batch_size: int = field(default=16, metadata={"min": 1, "max": MAX_BATCH})
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,7 @@ class EnsembleParams:
     #: One weight per member (empty: equal weights).
     weights: tuple[float, ...] = field(default=(), metadata={"gt": 0})
     #: Instances read, averaged and decoded at a time (bounds the memory used).
-    chunk: int = field(default=256, metadata={"min": 1})
+    chunk: int = field(default=256, metadata={"min": 1, "max": 65536})
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -204,8 +218,8 @@ class EnsembleParams:
 class PosefixTrainParams:
     """``posefix.train``: PoseFix's recipe (Adam, step decay, scale/rotation/flip) sized here."""
 
-    epochs: int = field(default=2, metadata={"min": 1})
-    batch_size: int = field(default=32, metadata={"min": 1})
+    epochs: int = field(default=2, metadata={"min": 1, "max": MAX_EPOCHS})
+    batch_size: int = field(default=32, metadata={"min": 1, "max": MAX_BATCH})
     lr: float = field(default=5e-4, metadata={"gt": 0})
     #: Fractions of the schedule where the lr is multiplied by lr_factor (PoseFix: 90, 120/140).
     lr_steps: tuple[float, ...] = field(default=(0.64, 0.86), metadata={"gt": 0, "lt": 1})
@@ -213,15 +227,15 @@ class PosefixTrainParams:
     #: Weight of the soft-argmax coordinate L1 loss next to the heatmap cross-entropy.
     coord_weight: float = field(default=1.0, metadata={"min": 0})
     #: Use at most this many training persons (0: all of them).
-    max_samples: int = field(default=3000, metadata={"min": 0})
+    max_samples: int = field(default=3000, metadata={"min": 0, "max": MAX_SAMPLES})
     #: Val persons (with input poses synthesized from a fixed seed) for the per-epoch
     #: validation loss (0: all of them).
-    val_samples: int = field(default=256, metadata={"min": 0})
+    val_samples: int = field(default=256, metadata={"min": 0, "max": MAX_SAMPLES})
     scale_factor: float = field(default=0.3, metadata={"min": 0, "lt": 1})
     rotation_factor: float = field(default=40.0, metadata={"min": 0, "max": 180})
     rotation_prob: float = field(default=0.6, metadata={"min": 0, "max": 1})
     flip: bool = True
-    workers: int = field(default=1, metadata={"min": 0})
+    workers: int = field(default=1, metadata={"min": 0, "max": MAX_WORKERS})
 
 
 @dataclass(frozen=True)
@@ -230,28 +244,28 @@ class PosefixParams:
 
     #: ResNet trunk: torchvision depth and base channels (64 is the standard ResNet).
     depth: int = field(default=18, metadata={"choices": (18, 34, 50, 101, 152)})
-    width: int = field(default=32, metadata={"min": 4})
+    width: int = field(default=32, metadata={"min": 4, "max": MAX_WIDTH})
     #: Channels of the three stride-2 deconvolutions of the head (PoseFix: 256).
-    head_channels: int = field(default=64, metadata={"min": 1})
+    head_channels: int = field(default=64, metadata={"min": 1, "max": MAX_CHANNELS})
     #: Input-pose skip, not in the paper (0: without, as PoseFix): the output logits add this
     #: learnable scale x the log of the input pose maps pooled to the output, so the untrained
     #: network returns its input and a short training learns corrections, not how to copy.
     input_skip: float = field(default=1.0, metadata={"min": 0})
     #: Network input (multiples of 32); output maps are at 1/4.
-    input_width: int = field(default=96, metadata={"min": 32})
-    input_height: int = field(default=128, metadata={"min": 32})
+    input_width: int = field(default=96, metadata={"min": 32, "max": MAX_INPUT})
+    input_height: int = field(default=128, metadata={"min": 32, "max": MAX_INPUT})
     #: Input-pose Gaussian sigma at a 256-high input (PoseFix: 7), scaled to input_height.
-    pose_sigma: float = field(default=7.0, metadata={"gt": 0})
+    pose_sigma: float = field(default=7.0, metadata={"gt": 0, "max": 1000})
     #: Crop: the input pose's extent x box_extent (at least min_box pixels), then the input's
     #: aspect ratio and x box_padding (PoseFix: 1.2, 20, 1.25).
-    box_extent: float = field(default=1.2, metadata={"min": 1.0})
-    min_box: float = field(default=20.0, metadata={"min": 1.0})
-    box_padding: float = field(default=1.25, metadata={"min": 1.0})
-    seed: int = field(default=1, metadata={"min": 0})
+    box_extent: float = field(default=1.2, metadata={"min": 1.0, "max": 100})
+    min_box: float = field(default=20.0, metadata={"min": 1.0, "max": 8192})
+    box_padding: float = field(default=1.25, metadata={"min": 1.0, "max": 100})
+    seed: int = field(default=1, metadata={"min": 0, "max": MAX_SEED})
     #: Refinement: average with the mirrored input's prediction (PoseFix: on; here +0.001 AP
     #: for twice the time); instances per batch.
     flip_test: bool = False
-    batch_size: int = field(default=64, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1, "max": MAX_BATCH})
     #: Refine the input poses scoring at least this; the others pass through unchanged.
     #: (PoseFix refines scores > 0; rescoring gives 0 to a pose with no joint above
     #: eval.in_vis_thr, which a refiner may still fix, so by default every pose is refined.)
@@ -276,10 +290,10 @@ class RuntimeParams:
     #: Local processes of the pose stages (pretrain, train@<model> under DDP, with
     #: ``pose.*.batch_size`` per process; infer@<model> splits its boxes between them): on
     #: GPUs one per GPU. MultiPoseNet, PoseFix and the detector run in one process.
-    procs: int = field(default=2, metadata={"min": 1})
+    procs: int = field(default=2, metadata={"min": 1, "max": 64})
     #: Intra-op threads per process; 0: torch's default, or with ``procs`` > 1 an equal share
     #: of the cores.
-    threads: int = field(default=0, metadata={"min": 0})
+    threads: int = field(default=0, metadata={"min": 0, "max": 1024})
 
 
 @dataclass(frozen=True)
@@ -292,7 +306,7 @@ class BoxRemovalParams:
     #: Empty: every model of ``models`` with neither addition or both (baseline, I.C.+R.R.).
     models: tuple[str, ...] = ()
     fractions: tuple[float, ...] = field(default=(0.0, 0.2, 0.4), metadata={"min": 0, "lt": 1})
-    seed: int = field(default=0, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0, "max": MAX_SEED})
 
 
 @dataclass(frozen=True)
@@ -315,7 +329,7 @@ class Params:
         """``box_removal.models``, or when empty the models with neither addition or both."""
         if self.box_removal.models:
             return list(self.box_removal.models)
-        return [n for n, m in self.models.items() if m.instance_cue == m.recurrent]
+        return [n for n, m in self.models.items() if (m.cue != "none") == m.recurrent]
 
     def __post_init__(self) -> None:
         for name in self.models:
@@ -335,10 +349,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path)
     try:
         return build(Params, data)
     except ConfigError as exc:

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hintpose.config import EnsembleParams, EvalParams
+from hintpose.config import EnsembleParams
 from hintpose.errors import ConfigError, DataError
 from hintpose.io import read_json
-from hintpose.topdown.codec import heatmap_sigma
 from hintpose.topdown.outputs import InferenceRun, inference_files, read_instance_index
-from hintpose.topdown.postprocess import heatmaps_to_results
+from hintpose.topdown.postprocess import PostSettings, heatmaps_to_results
+from hintpose.topdown.spec import ModelSpec
 
 #: Per-box columns that must agree between members (exactly, or within CROP_TOLERANCE px).
 BOX_COLUMNS = ("image_id", "box_x", "box_y", "box_w", "box_h", "box_score")
@@ -165,7 +165,10 @@ def members_heatmap_sigma(members: Sequence[Member]) -> float:
     for member in members:
         settings = read_json(member.folder / "infer.json", "inference settings")
         try:
-            sigmas[member.name] = heatmap_sigma(settings["model"])
+            spec = ModelSpec.from_json(settings["model"], member.folder / "infer.json")
+            sigmas[member.name] = spec.codec.sigma
+        except DataError:
+            raise
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{member.folder / 'infer.json'}: no model input size and sigma "
                             f"(rerun infer@{member.name})") from None
@@ -259,13 +262,13 @@ class AveragedHeatmaps:
         return acc
 
 
-def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
-                 category_id: int = 1, chunk: int = 256,
-                 sigmas: np.ndarray | None = None) -> InferenceRun:
+def run_ensemble(members: Sequence[Member], boxes: str, decoder: str, post: PostSettings,
+                 chunk: int = 256) -> InferenceRun:
     """Average the members' heatmaps of box mode ``boxes`` per instance (weighted) and turn
-    them into COCO results with the single-model code path (``params``: in_vis_thr, nms_thr,
-    soft_nms; ``sigmas``: the dataset's OKS sigmas, whose count every member's heatmaps must
-    match), ``chunk`` instances at a time."""
+    them into COCO results with the single-model code path (``decoder``, then ``post``, whose
+    OKS ``sigmas``, when given, must have as many joints as every member's heatmaps),
+    ``chunk`` instances at a time."""
+    sigmas = post.sigmas
     start = time.perf_counter()
     loaded: list[MemberInstances] = []
     try:
@@ -277,17 +280,9 @@ def run_ensemble(members: Sequence[Member], boxes: str, params: EvalParams,
                     raise DataError(f"{inst.heatmaps.path}: {inst.heatmaps.shape[1]} joints, "
                                     f"but the dataset has {len(sigmas)}")
         index, sources = align_members(loaded)
-        sigma = members_heatmap_sigma(members) if params.decoder == "dark" else 1.0
+        sigma = members_heatmap_sigma(members) if decoder == "dark" else 1.0
         heatmaps = AveragedHeatmaps(loaded, sources, [m.weight for m in members])
-        results = heatmaps_to_results(
-            heatmaps, len(index), index[["center_x", "center_y"]].to_numpy(),
-            index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
-            index["box_score"].to_numpy(), category_id, chunk=chunk,
-            in_vis_thr=params.in_vis_thr, nms_thr=params.nms_thr, soft_nms=params.soft_nms,
-            sigmas=sigmas, decoder=params.decoder, heatmap_sigma=sigma,
-            groups=index["box_index"].to_numpy(),
-            boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
-            neighbour_decay=params.neighbour_decay)
+        results = heatmaps_to_results(heatmaps, index, post, decoder, sigma, chunk)
     finally:
         for inst in loaded:
             inst.heatmaps.close()

@@ -6,8 +6,8 @@ A log is written once the run is complete (from the rows the engine kept, resume
 included) into a fresh folder, straight where DVC expects it: dvclive itself git-adds the
 files of its folder inside ``dvc exp run``, so a temporary folder renamed afterwards would
 leave stale entries in the experiment's commit. Non-finite values (a NaN validation loss when
-there is no val set) are left out. dvclive costs about 0.8 s per log (import and its DVC
-repository lookup), measured here.
+there is no val set) are left out. Each log costs dvclive's import and its DVC repository
+lookup (timed in docs/sizing.md, "Timings of the tooling").
 """
 
 from __future__ import annotations

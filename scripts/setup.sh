@@ -19,7 +19,9 @@ pipi -r requirements.txt
 
 # mmcv 2.1.0 (the release mmdet 3.3.0 supports) has no wheel for this torch: build it once with
 # its compiled ops and keep the wheel. torch 2.14's headers need C++20, mmcv's setup.py asks for
-# C++14/17, hence the flag edit. setuptools < 70 keeps pkg_resources for its setup.py.
+# C++14/17, hence the flag edit. Its setup.py needs setuptools < 70 (pkg_resources as it was):
+# that one lives in a throw-away folder put first on the build's PYTHONPATH, so .venv keeps the
+# pinned setuptools and pip's resolver never sees two versions.
 MMCV_VERSION=2.1.0
 TORCH_VERSION=$("$VPY" -c "import torch; print(torch.__version__.split('+')[0])")
 CACHE=${HINTPOSE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hintpose/wheels/torch-$TORCH_VERSION}
@@ -29,17 +31,17 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
     echo "[setup] building mmcv $MMCV_VERSION with ops against torch $TORCH_VERSION (about 10 minutes, once)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    pipi "setuptools<70"   # only for the build; torch itself asks for a newer one
-    "$VPY" -m pip download --disable-pip-version-check -q --no-deps --no-build-isolation \
+    pipi --no-deps --target "$build/tools" "setuptools<70"
+    tools="$build/tools${PYTHONPATH:+:$PYTHONPATH}"
+    PYTHONPATH="$tools" "$VPY" -m pip download --disable-pip-version-check -q --no-deps --no-build-isolation \
       --no-binary :all: \
       "mmcv==$MMCV_VERSION" -d "$build"
     tar -xzf "$build"/mmcv-$MMCV_VERSION.tar.gz -C "$build"
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$build/mmcv-$MMCV_VERSION/setup.py"
     mkdir -p "$CACHE"
     (cd "$build/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
-      "$OLDPWD/$VPY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps . -w "$CACHE")
+      PYTHONPATH="$tools" "$OLDPWD/$VPY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps . -w "$CACHE")
     wheel=$(ls "$CACHE"/mmcv-$MMCV_VERSION-*.whl | head -1)
-    pipi "$(grep '^setuptools==' requirements.txt)"  # back to the pinned one
   fi
   echo "[setup] installing $(basename "$wheel")"
   pipi --no-deps --force-reinstall "$wheel"

@@ -16,6 +16,7 @@ from hintpose.data.coco import load_split
 from hintpose.errors import DataError
 from hintpose.io import write_atomic, write_json, write_text_atomic
 from hintpose.topdown.box_removal import box_removal_study, load_model_output, plot_box_removal
+from hintpose.topdown.postprocess import PostSettings
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
                for name in params.box_removal_models()}
     try:
         frame = box_removal_study(coco, outputs, params.box_removal.fractions,
-                                  params.box_removal.seed, ev)
+                                  params.box_removal.seed, PostSettings.of(ev, coco))
     except ValueError as exc:
         raise DataError(f"{args.infer}: {exc} (rerun their infer stages)") from None
     write_json(args.out, {"fractions": list(params.box_removal.fractions),

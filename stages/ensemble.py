@@ -17,8 +17,9 @@ from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.ensemble import resolve_members, run_ensemble
-from hintpose.io import finish_dir, start_dir, write_json
+from hintpose.io import output_dir, write_csv, write_json
 from hintpose.topdown.outputs import BOX_MODES, inference_files
+from hintpose.topdown.postprocess import PostSettings
 
 
 def main() -> None:
@@ -34,30 +35,30 @@ def main() -> None:
     members = resolve_members(params.ensemble, params.models, args.infer)
     val = load_split(args.dataset, "val")
 
-    tmp = start_dir(args.out)
     metrics, runs = {}, {}
     # The report's protocol (every cue's pose scored alike), as the rows it feeds (PoseFix).
     report_protocol = dataclasses.replace(params.eval, neighbour_decay=1.0)
-    for mode in BOX_MODES:
-        out = run_ensemble(members, mode, report_protocol, val.category["id"],
-                           params.ensemble.chunk, val.sigmas)
-        files = inference_files(tmp, mode)
-        out.index.to_csv(files["index"], index=False)
-        write_json(files["results"], out.results, indent=None)
-        runs[mode] = out.stats
-        metrics[mode] = {k: len(v) if isinstance(v, list) else v for k, v in out.stats.items()
-                         if k != "weights"}  # numbers only: `dvc metrics` lists them
-        print(f"ensemble ({mode}): {len(members)} members, {out.stats['instances']} instances "
-              f"from {out.stats['boxes']} boxes, {out.stats['results']} poses after OKS-NMS in "
-              f"{out.stats['seconds']} s")
-    settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
-                            for m in members},
-                "ensemble": dataclasses.asdict(params.ensemble),
-                "eval": dataclasses.asdict(report_protocol), "runs": runs}
-    write_json(tmp / "ensemble.json", settings)
-    finish_dir(args.out)
+    post = PostSettings.of(report_protocol, val)
+    with output_dir(args.out) as tmp:  # replaces args.out when complete; removed on failure
+        for mode in BOX_MODES:
+            out = run_ensemble(members, mode, report_protocol.decoder, post,
+                               params.ensemble.chunk)
+            files = inference_files(tmp, mode)
+            write_csv(files["index"], out.index)
+            write_json(files["results"], out.results, indent=None)
+            runs[mode] = out.stats
+            metrics[mode] = {k: len(v) if isinstance(v, list) else v
+                             for k, v in out.stats.items()
+                             if k != "weights"}  # numbers only: `dvc metrics` lists them
+            print(f"ensemble ({mode}): {len(members)} members, {out.stats['instances']} "
+                  f"instances from {out.stats['boxes']} boxes, {out.stats['results']} poses "
+                  f"after OKS-NMS in {out.stats['seconds']} s")
+        settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
+                                for m in members},
+                    "ensemble": dataclasses.asdict(params.ensemble),
+                    "eval": dataclasses.asdict(report_protocol), "runs": runs}
+        write_json(tmp / "ensemble.json", settings)
     write_json(args.details, metrics)
-
 
 if __name__ == "__main__":
     run(main)

@@ -68,14 +68,14 @@ def main() -> None:
                       **{net: args.logs / net for net in ("detector", "multiposenet", "posefix")}})
     compare = {name: read_json(path, "results file")
                for name, path in pairs(args.compare, "--compare").items()}
-    net, config = load_pose_model(args.cue_model, "cpu")
-    coco.check_keypoints(config["keypoint_names"], args.cue_model)
-    if not config["instance_cue"]:
+    net, spec = load_pose_model(args.cue_model, "cpu")
+    coco.check_keypoints(list(spec.keypoint_names), args.cue_model)
+    if not spec.conditioning.takes_input:
         raise ConfigError(f"--cue-model {args.cue_model}: this model takes no instance cue")
     pick = pick_crowded_box(coco, read_json(args.cues, "cues file"))
 
     tmp = start_dir(args.out)  # the figures replace the earlier ones only all together
-    plot_cue_figure(net, config, coco, pick, tmp / "figure3_instance_cues.png",
+    plot_cue_figure(net, spec, coco, pick, tmp / "figure3_instance_cues.png",
                     params.eval.decoder)
     plot_training_curves(logs, tmp / "training_curves.png")
     plot_learning_curves(logs, tmp / "learning_curves.png")

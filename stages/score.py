@@ -22,7 +22,6 @@ from tqdm import tqdm
 from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
-from hintpose.errors import ConfigError, DataError
 from hintpose.io import (
     finish_dir,
     read_json,
@@ -31,9 +30,8 @@ from hintpose.io import (
     write_json,
     write_text_atomic,
 )
+from hintpose.scoring.result_sets import result_sets
 from hintpose.scoring.results import (
-    ENSEMBLE,
-    ENSEMBLE_POSEFIX,
     crowd_frame,
     method_of,
     plot_ap_by_crowd,
@@ -43,45 +41,7 @@ from hintpose.scoring.results import (
     summary,
     table_markdown,
 )
-from hintpose.topdown.outputs import BOX_MODES, CUE_AWARE, inference_files
-
-
-def result_sets(infer_dir: Path, models: list[str],
-                extras: list[str]) -> list[tuple[str, str, Path]]:
-    """(name, boxes, results file) of every result set to score; a missing one is an error."""
-    sets = []
-    for model in models:
-        folder = infer_dir / model
-        if not folder.is_dir():
-            raise DataError(f"{folder}: inference output of model {model!r} not found (run "
-                            f"infer@{model})")
-        for boxes in BOX_MODES:
-            path = inference_files(folder, boxes)["results"]
-            if not path.is_file():
-                raise DataError(f"{path}: results of model {model!r} with {boxes} boxes not "
-                                f"found (run infer@{model})")
-            sets.append((model, boxes, path))
-            cue_aware = inference_files(folder, boxes)["cue_aware"]
-            if cue_aware.is_file():  # a cue model's results under cue-aware scoring
-                sets.append((model + CUE_AWARE, boxes, cue_aware))
-    for spec in extras:
-        target, sep, path_name = spec.partition("=")
-        name, _, boxes = target.partition(":")
-        if not sep or name not in (ENSEMBLE, ENSEMBLE_POSEFIX) or boxes not in ("", *BOX_MODES):
-            raise ConfigError(f"--results {spec!r}: expected NAME=DIR or NAME:BOXES=FILE with "
-                              f"NAME {ENSEMBLE} or {ENSEMBLE_POSEFIX} and BOXES det or gt")
-        if boxes:
-            if not Path(path_name).is_file():
-                raise DataError(f"{path_name}: results of {name} with {boxes} boxes not found")
-            sets.append((name, boxes, Path(path_name)))
-            continue
-        folder = Path(path_name)
-        found = [(name, b, inference_files(folder, b)["results"]) for b in BOX_MODES]
-        found = [s for s in found if s[2].is_file()]
-        if not found:
-            raise DataError(f"{folder}: no results_det.json or results_gt.json for {name}")
-        sets += found
-    return sets
+from hintpose.topdown.outputs import CUE_AWARE
 
 
 def main() -> None:
@@ -105,10 +65,10 @@ def main() -> None:
     params = load_params(args.params)
     gt = load_split(args.dataset, "val").data
     sets = result_sets(args.infer, list(params.models), args.results)
-    methods = {name: method_of(name, m.instance_cue, m.recurrent)
+    methods = {name: method_of(name, m.cue != "none", m.recurrent)
                for name, m in params.models.items()}
-    methods.update({name + CUE_AWARE: method_of(name, m.instance_cue, m.recurrent, True)
-                    for name, m in params.models.items() if m.instance_cue})
+    methods.update({name + CUE_AWARE: method_of(name, m.cue != "none", m.recurrent, True)
+                    for name, m in params.models.items() if m.cue != "none"})
     methods.update({name: method_of(name) for name, _, _ in sets if name not in methods})
     records = []
     for name, boxes, path in tqdm(sets, desc="score", unit="result set"):

@@ -22,6 +22,7 @@ from hintpose.topdown.box_removal import (
     persons_found,
 )
 from hintpose.topdown.outputs import INDEX_COLUMNS
+from hintpose.topdown.postprocess import PostSettings
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_dropped_boxes_are_nested_and_seeded() -> None:
 
 def test_neighbour_poses_find_persons_whose_box_is_gone(val: CocoPersons) -> None:
     outputs = {"baseline": oracle(val, False), "icrr": oracle(val, True)}
-    frame = box_removal_study(val, outputs, [0.0, 0.5], 0, EvalParams())
+    frame = box_removal_study(val, outputs, [0.0, 0.5], 0, PostSettings.of(EvalParams(), val))
     assert list(frame["protocol"]) == ["report", "report", "cue-aware"] * 2
     full = frame[frame["fraction"] == 0.0]
     assert (full["boxless"] == 0).all() and full.loc[full["model"] == "baseline", "AP"].item() > 99
@@ -78,7 +79,8 @@ def test_models_on_different_boxes_are_an_error(val: CocoPersons) -> None:
     one = oracle(val, False)
     fewer = ModelOutput(one.poses[1:], one.index.iloc[1:].reset_index(drop=True), one.protocols)
     with pytest.raises(ValueError, match="ran on different detector boxes"):
-        box_removal_study(val, {"a": one, "b": fewer}, [0.0], 0, EvalParams())
+        box_removal_study(val, {"a": one, "b": fewer}, [0.0], 0,
+                          PostSettings.of(EvalParams(), val))
 
 
 def test_stage_names_a_missing_infer_output(val: CocoPersons, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hintpose.topdown.codec import HeatmapCodec, decode, heatmap_sigma
+from hintpose.topdown.codec import HeatmapCodec, decode
 
 CENTER = np.array([[100.0, 200.0]])
 SIZE = np.array([[48.0, 64.0]])  # 4 image pixels per heatmap pixel on a 12 x 16 map
@@ -48,16 +48,6 @@ def test_batch_shapes() -> None:
     hm = np.random.default_rng(0).random((5, 17, 16, 12)).astype(np.float32)
     coords, maxvals = decode(hm, np.tile(CENTER, (5, 1)), np.tile(SIZE, (5, 1)))
     assert coords.shape == (5, 17, 2) and maxvals.shape == (5, 17, 1)
-
-
-def test_old_path_re_exports_the_codec() -> None:
-    """hintpose.codec stays a public path (DESIGN.md) for the same functions."""
-    import hintpose.codec
-    import hintpose.topdown.codec
-
-    assert hintpose.codec.decode is decode
-    assert hintpose.codec.HeatmapCodec is hintpose.topdown.codec.HeatmapCodec
-    assert hintpose.codec.cue_map is hintpose.topdown.codec.cue_map
 
 
 # --------------------------------------------------------------------------- DARK / unbiased
@@ -102,7 +92,3 @@ def test_dark_leaves_flat_and_negative_maps_alone_and_rejects_unknown_decoders()
     np.testing.assert_allclose(coords[0, 0], to_image(0, 0))
     with pytest.raises(ValueError, match="unknown heatmap decoder 'udp'"):
         decode(flat, CENTER, SIZE, "udp")
-
-
-def test_heatmap_sigma_of_a_model_config() -> None:
-    assert heatmap_sigma({"input_width": 72, "input_height": 96, "sigma": 3.0}) == 3.0 * 24 / 64

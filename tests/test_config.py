@@ -104,12 +104,85 @@ def test_defaults_fill_missing_keys(tmp_path: Path) -> None:
          "params.yaml: pose.data.rotation_prob must be <= 1"),
         ({"pose": [1, 2]}, "params.yaml: pose must be a mapping"),
         ([1, 2], "params.yaml: the file must be a mapping"),
+        # upper bounds on sizes and counts (a typo must not start a run of terabytes or years)
+        ({"pose": {"data": {"input_width": 100_000}}},
+         "params.yaml: pose.data.input_width must be <= 2048, got 100000"),
+        ({"dataset": {"train_images": 10**9}},
+         "params.yaml: dataset.train_images must be <= 1000000, got 1000000000"),
+        ({"dataset": {"val_images": 10**7}}, "params.yaml: dataset.val_images must be <= 1000000"),
+        ({"pose": {"train": {"epochs": 10**6}}}, "params.yaml: pose.train.epochs must be <= 1000"),
+        ({"pose": {"train": {"batch_size": 10**6}}},
+         "params.yaml: pose.train.batch_size must be <= 4096"),
+        ({"pose": {"width": 100_000}}, "params.yaml: pose.width must be <= 256"),
+        ({"pose": {"hops": 1000}}, "params.yaml: pose.hops must be <= 16"),
+        ({"pose": {"pretrain": {"max_samples": 10**12}}},
+         "params.yaml: pose.pretrain.max_samples must be <= 20000000"),
+        ({"multiposenet": {"input_width": 32 * 1000}},
+         "params.yaml: multiposenet.input_width must be <= 2048"),
+        ({"posefix": {"input_height": 32 * 1000}},
+         "params.yaml: posefix.input_height must be <= 2048"),
+        ({"detector": {"train": {"val_images": 10**9}}},
+         "params.yaml: detector.train.val_images must be <= 2000000"),
+        ({"eval": {"batch_size": 10**6}}, "params.yaml: eval.batch_size must be <= 4096"),
+        ({"ensemble": {"chunk": 10**7}}, "params.yaml: ensemble.chunk must be <= 65536"),
+        ({"runtime": {"procs": 1000}}, "params.yaml: runtime.procs must be <= 64"),
+        ({"dataset": {"synthetic": {"image_width": 100_000}}},
+         "params.yaml: dataset.synthetic.image_width must be <= 4096"),
+        ({"models": {"m": {"seed": 2**70}}},
+         "params.yaml: models.m.seed must be <= 2147483647"),
+        # a huge value is shown cut to 80 characters
+        ({"ensemble": {"members": [["lol"] * 5000]}},
+         "params.yaml: ensemble.members[0] must be a string, got ['lol', 'lol', 'lol', 'lol',"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, data: object, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_params(write(tmp_path, data))
     assert str(info.value).startswith(message), str(info.value)
+    assert len(str(info.value)) < 300
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A YAML flow list of a few hundred bytes whose aliases of aliases expand to 9 ** levels
+    strings (billion laughs)."""
+    rows = ["&a0 [" + ", ".join(["lol"] * 9) + "]"]
+    rows += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(rows) + "]"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("runtime: " + billion_laughs() + "\n", "its YAML expands to more than 100,000 values "
+         "(aliases of aliases: an alias bomb?); write the values out"),
+        ("ensemble:\n  members: " + billion_laughs() + "\n", "its YAML expands to more than"),
+        ("runtime: &r {procs: 1, x: *r}\n", "line 1: a YAML alias refers to a value that "
+         "contains it (recursive alias)"),
+        ("runtime: " + "[" * 100_000 + "]" * 100_000 + "\n", "not valid YAML (nested too deeply)"),
+        ("runtime: {procs: " + "9" * 5000 + "}\n", "not valid YAML (Exceeds the limit"),
+    ],
+    ids=["alias bomb as runtime", "alias bomb in ensemble.members", "recursive alias",
+         "100,000-level nesting", "a 5000-digit integer"],
+)
+def test_hostile_yaml_is_refused_at_once(tmp_path: Path, text: str, message: str) -> None:
+    import time
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert time.perf_counter() - t0 < 10
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)[:500]
+
+
+def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("ensemble:\n  members: &six [ic_a, ic_b, rr_a, rr_b, icrr_a, icrr_b]\n"
+                    "box_removal:\n  models: *six\n")
+    params = load_params(path)
+    assert params.box_removal.models == params.ensemble.members == (
+        "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
@@ -124,14 +197,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_models_section(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, {}))
     assert set(params.models) == {"baseline", "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b"}
-    assert params.models["icrr_b"].instance_cue and params.models["icrr_b"].recurrent
+    assert params.models["icrr_b"].cue == "point" and params.models["icrr_b"].recurrent
     assert params.models["ic_a"].seed != params.models["ic_b"].seed
     with pytest.raises(ConfigError, match="params.yaml: models.x/: a model name may use only"):
         load_params(write(tmp_path, {"models": {"x/": {}}}))
-    with pytest.raises(ConfigError, match="params.yaml: models.m.instance_cue must be true"):
-        load_params(write(tmp_path, {"models": {"m": {"instance_cue": "yes"}}}))
-    with pytest.raises(ConfigError, match="params.yaml: models.m.cue is not a known key"):
+    with pytest.raises(ConfigError, match="params.yaml: models.m.recurrent must be true"):
+        load_params(write(tmp_path, {"models": {"m": {"recurrent": "yes"}}}))
+    with pytest.raises(ConfigError, match="params.yaml: models.m.cue must be a string, got True"):
         load_params(write(tmp_path, {"models": {"m": {"cue": True}}}))
+    with pytest.raises(ConfigError, match="params.yaml: models.m.instance_cue is not a known"):
+        load_params(write(tmp_path, {"models": {"m": {"instance_cue": True}}}))
 
 
 def test_eval_section(tmp_path: Path) -> None:

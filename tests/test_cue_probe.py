@@ -14,10 +14,15 @@ from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou
 from hintpose.data.params import DatasetParams, SyntheticConfig
 from hintpose.data.prepare import prepare_dataset
-from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime
-from hintpose.topdown.cue_probe import crowded_pairs, follow_stats, probe_instances, run_cue_probe
-from hintpose.topdown.training import model_config
+from hintpose.topdown.cue_probe import (
+    ProbeSettings,
+    crowded_pairs,
+    follow_stats,
+    probe_instances,
+    run_cue_probe,
+)
+from hintpose.topdown.spec import ModelSpec
 
 CPU = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
 
@@ -69,15 +74,17 @@ def test_untrained_cue_model_scores_as_its_backbone(val: CocoPersons, tmp_path: 
     """The cue block starts at zero, so before training the cue changes nothing: the probe of
     a fresh cue model equals that of the plain model with the same backbone weights."""
     pose = PoseParams(width=4, data=PoseDataParams(input_width=48, input_height=64))
-    params = EvalParams(flip_test=False, batch_size=8, workers=0, cue_probe_pairs=5)
+    settings = ProbeSettings.of(EvalParams(flip_test=False, batch_size=8, workers=0,
+                                           cue_probe_pairs=5))
     stats = {}
-    for cue in (False, True):
-        config = model_config(pose, ModelParams(cue, False, 1), val)
+    for cue in ("none", "point"):
+        spec = ModelSpec.from_params(pose, ModelParams(cue=cue, recurrent=False, seed=1),
+                                     val.category["keypoints"])
         torch.manual_seed(0)
-        model = HintPose.from_config(config)
-        stats[cue] = run_cue_probe(model, config, val, tmp_path / f"{cue}.npy", params, CPU)
-    assert stats[False]["pairs"] == 5 and 0.0 <= stats[False]["follow_rate"] <= 1.0
-    assert stats[True] == stats[False]
+        model = spec.build()
+        stats[cue] = run_cue_probe(model, spec, val, tmp_path / f"{cue}.npy", settings, CPU)
+    assert stats["none"]["pairs"] == 5 and 0.0 <= stats["none"]["follow_rate"] <= 1.0
+    assert stats["point"] == stats["none"]
 
 
 def test_no_crowded_pairs_no_probe_file(tmp_path: Path) -> None:
@@ -88,8 +95,9 @@ def test_no_crowded_pairs_no_probe_file(tmp_path: Path) -> None:
                                                            synthetic=alone),
                           progress=False)["val"]
     pose = PoseParams(width=4, data=PoseDataParams(input_width=48, input_height=64))
-    config = model_config(pose, ModelParams(True, False, 1), val)
-    stats = run_cue_probe(HintPose.from_config(config), config, val, tmp_path / "probe.npy",
-                          EvalParams(flip_test=False), CPU)
+    spec = ModelSpec.from_params(pose, ModelParams(cue="point", recurrent=False, seed=1),
+                                 val.category["keypoints"])
+    stats = run_cue_probe(spec.build(), spec, val, tmp_path / "probe.npy",
+                          ProbeSettings.of(EvalParams(flip_test=False)), CPU)
     assert stats == {"pairs": 0, "oks_own": 0.0, "oks_other": 0.0, "follow_rate": 0.0}
     assert not (tmp_path / "probe.npy").exists()

@@ -3,6 +3,7 @@ is broadcast to every cue of its box, weights apply, mismatched members are clea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import runpy
 import sys
@@ -15,6 +16,8 @@ import torch
 import yaml
 
 from hintpose.config import EnsembleParams, EvalParams, ModelParams, PoseDataParams, PoseParams
+from hintpose.data.coco import load_split
+from hintpose.data.keypoints import KEYPOINT_NAMES
 from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
 from hintpose.ensemble import (
@@ -27,15 +30,18 @@ from hintpose.ensemble import (
     run_ensemble,
 )
 from hintpose.errors import ConfigError, DataError
-from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime
 from hintpose.topdown.boxes import cues_inside, gt_boxes, with_cues
-from hintpose.topdown.inference import run_inference
+from hintpose.topdown.inference import PredictSettings, run_inference
 from hintpose.topdown.outputs import INDEX_COLUMNS, inference_files
-from hintpose.topdown.training import model_config
+from hintpose.topdown.postprocess import PostSettings
+from hintpose.topdown.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (17, 8, 6)
+#: The ``eval`` defaults' decoder and post-processing (COCO's OKS sigmas, person category 1).
+EV = EvalParams()
+POST = PostSettings(EV.in_vis_thr, EV.nms_thr, EV.soft_nms, EV.neighbour_decay)
 
 
 # --------------------------------------------------------------------------- synthetic members
@@ -48,8 +54,10 @@ def write_member(folder: Path, rows: list[tuple[int, int]], seed: int, boxes: in
     boxes (one per image) and the ``infer.json`` of a model trained with ``sigma``; returns
     its heatmaps."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = {"input_width": 4 * shape[2], "input_height": 4 * shape[1], "sigma": sigma}
-    (folder / "infer.json").write_text(json.dumps({"model": model}))
+    pose = PoseParams(data=PoseDataParams(input_width=4 * shape[2], input_height=4 * shape[1],
+                                          sigma=sigma))
+    spec = ModelSpec.from_params(pose, ModelParams(), KEYPOINT_NAMES, folder.name)
+    (folder / "infer.json").write_text(json.dumps({"model": spec.to_json()}))
     frame = pd.DataFrame(rows, columns=["box_index", "cue_index"])
     b = frame["box_index"].to_numpy().astype(float)
     frame = frame.assign(image_id=frame["box_index"] + 1, box_x=10 * b, box_y=5.0, box_w=40.0,
@@ -89,12 +97,12 @@ def test_run_ensemble_results_and_stats(tmp_path: Path) -> None:
     write_member(tmp_path / "ic", PER_CUE, seed=1)
     write_member(tmp_path / "rr", PER_BOX, seed=2)
     members = [Member("ic", tmp_path / "ic", 1.0), Member("rr", tmp_path / "rr", 1.0)]
-    out = run_ensemble(members, "det", EvalParams(), chunk=2)
+    out = run_ensemble(members, "det", EV.decoder, POST, chunk=2)
     assert out.stats["instances"] == len(PER_CUE) and out.stats["boxes"] == 3
     assert out.stats["broadcast_per_box"] == ["rr"]
     assert out.results and {r["image_id"] for r in out.results} <= {1, 2, 3}
     assert all(len(r["keypoints"]) == 3 * 17 for r in out.results)
-    again = run_ensemble(members, "det", EvalParams(), chunk=5)
+    again = run_ensemble(members, "det", EV.decoder, POST, chunk=5)
     assert again.results == out.results
 
 
@@ -114,11 +122,17 @@ def test_dark_decoding_needs_members_of_one_sigma(tmp_path: Path) -> None:
     write_member(tmp_path / "b", PER_BOX, seed=2, sigma=2.0)
     members = [Member("a", tmp_path / "a", 1.0), Member("b", tmp_path / "b", 1.0)]
     with pytest.raises(DataError, match=r"different heatmap sigmas \(a: 0.375, b: 0.25\)"):
-        run_ensemble(members, "det", EvalParams(decoder="dark"))
-    assert run_ensemble(members, "det", EvalParams(decoder="hrnet")).results
+        run_ensemble(members, "det", "dark", POST)
+    assert run_ensemble(members, "det", "hrnet", POST).results
+    # a record that is not a model description (here: without its keypoints) names the file
+    record = json.loads((tmp_path / "b" / "infer.json").read_text())
+    del record["model"]["keypoint_names"]
+    (tmp_path / "b" / "infer.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="b/infer.json: "):
+        run_ensemble(members, "det", "dark", POST)
     (tmp_path / "b" / "infer.json").unlink()
     with pytest.raises(DataError, match="b/infer.json: inference settings not found"):
-        run_ensemble(members, "det", EvalParams(decoder="dark"))
+        run_ensemble(members, "det", "dark", POST)
 
 
 def test_mismatched_members_are_clear_errors(tmp_path: Path) -> None:
@@ -132,14 +146,14 @@ def test_mismatched_members_are_clear_errors(tmp_path: Path) -> None:
     for name, message in cases.items():
         members = [Member("ic", tmp_path / "ic", 1.0), Member(name, tmp_path / name, 1.0)]
         with pytest.raises(DataError, match=message) as err:
-            run_ensemble(members, "det", EvalParams())
+            run_ensemble(members, "det", EV.decoder, POST)
         assert name in str(err.value)
     with pytest.raises(DataError, match="run infer@gone"):
-        run_ensemble([Member("gone", tmp_path / "gone", 1.0)], "det", EvalParams())
+        run_ensemble([Member("gone", tmp_path / "gone", 1.0)], "det", EV.decoder, POST)
     files = inference_files(tmp_path / "ic", "det")
     np.save(files["heatmaps"], np.zeros((2, *SHAPE), np.float16))
     with pytest.raises(DataError, match="2 heatmaps but"):
-        run_ensemble([Member("ic", tmp_path / "ic", 1.0)], "det", EvalParams())
+        run_ensemble([Member("ic", tmp_path / "ic", 1.0)], "det", EV.decoder, POST)
 
 
 def test_members_and_weights_from_params(tmp_path: Path) -> None:
@@ -175,25 +189,32 @@ def infer_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [x + 0.5 * w, y + 0.3 * h, 0.9], [x + 0.45 * w, y + 0.7 * h, 0.5]]})
     boxes = with_cues(boxes, cues_inside(boxes, cue_records))
     torch.set_num_threads(1)
-    for name, ic in (("ic_a", True), ("rr_a", False)):
-        config = model_config(pose, ModelParams(ic, False, 1), val)
+    ev = EvalParams(batch_size=16, workers=0, flip_test=True)
+    for name, cue in (("ic_a", "point"), ("rr_a", "none")):
+        spec = ModelSpec.from_params(pose, ModelParams(cue=cue, recurrent=False, seed=1),
+                                     val.category["keypoints"], name)
         torch.manual_seed(0)
-        net = HintPose.from_config(config).eval()
+        net = spec.build().eval()
         files = inference_files(root / "infer" / name, "det")
         files["heatmaps"].parent.mkdir(parents=True)
-        out = run_inference(net, config, val, boxes, "GT boxes", files["heatmaps"],
-                            EvalParams(batch_size=16, workers=0, flip_test=True),
-                            Runtime(torch.device("cpu")))
+        out = run_inference(net, spec, val, boxes, "GT boxes", files["heatmaps"],
+                            Runtime(torch.device("cpu")), PredictSettings.of(ev),
+                            PostSettings.of(ev, val))
         out.index.to_csv(files["index"], index=False)
         files["results"].write_text(json.dumps(out.results) + "\n")
-        (files["heatmaps"].parent / "infer.json").write_text(json.dumps({"model": config}))
+        (files["heatmaps"].parent / "infer.json").write_text(
+            json.dumps({"model": spec.to_json()}))
     return root
 
 
 def test_one_member_equals_its_own_results_exactly(infer_outputs: Path) -> None:
+    """Under the protocol of a member's results file (the report's: every cue's pose
+    scored alike), an ensemble of that member alone gives exactly its results."""
+    val = load_split(infer_outputs / "dataset", "val")
+    post = PostSettings.of(dataclasses.replace(EV, neighbour_decay=1.0), val)
     for name in ("ic_a", "rr_a"):
         folder = infer_outputs / "infer" / name
-        out = run_ensemble([Member(name, folder, 1.0)], "det", EvalParams(), chunk=7)
+        out = run_ensemble([Member(name, folder, 1.0)], "det", EV.decoder, post, chunk=7)
         stored = json.loads(inference_files(folder, "det")["results"].read_text())
         assert out.results == stored
 
@@ -201,7 +222,7 @@ def test_one_member_equals_its_own_results_exactly(infer_outputs: Path) -> None:
 def test_stage_writes_a_scorable_folder(infer_outputs: Path, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
-    params["models"] = {"ic_a": {"instance_cue": True}, "rr_a": {}}
+    params["models"] = {"ic_a": {"cue": "point"}, "rr_a": {}}
     params["ensemble"]["members"] = ["ic_a", "rr_a"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     folder = infer_outputs / "infer"

@@ -12,7 +12,6 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-import hintpose.evaluation
 from hintpose.errors import DataError
 from hintpose.scoring.evaluation import (
     STAT_NAMES,
@@ -110,10 +109,3 @@ def test_unknown_image_ids_are_an_error(annotations: Path, tmp_path: Path) -> No
     bad.write_text("[{")
     with pytest.raises(DataError, match="r.json: malformed JSON"):
         coco_keypoint_eval(annotations / "xtcocoapi/example_coco_val.json", bad)
-
-
-def test_old_path_re_exports_the_evaluation() -> None:
-    """hintpose.evaluation stays a public path (DESIGN.md) for the same functions."""
-    assert hintpose.evaluation.coco_keypoint_eval is coco_keypoint_eval
-    assert hintpose.evaluation.crowd_level_eval is crowd_level_eval
-    assert hintpose.evaluation.STAT_NAMES == STAT_NAMES

@@ -20,7 +20,6 @@ from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
 from hintpose.errors import DataError
 from hintpose.models.folder import save_network
-from hintpose.models.hintpose import HintPose
 from hintpose.scoring.results import (
     RESULT_COLUMNS,
     TABLE_ROWS,
@@ -32,11 +31,12 @@ from hintpose.scoring.results import (
 )
 from hintpose.topdown.boxes import cues_inside, read_boxes, read_cues
 from hintpose.topdown.outputs import INDEX_COLUMNS, inference_files, read_instance_index
-from hintpose.topdown.training import model_config
+from hintpose.topdown.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"baseline": (False, False), "ic_a": (True, False), "ic_b": (True, False),
-          "rr_a": (False, True), "icrr_a": (True, True)}
+#: name -> (cue, recurrent)
+MODELS = {"baseline": ("none", False), "ic_a": ("point", False), "ic_b": ("point", False),
+          "rr_a": ("none", True), "icrr_a": ("point", True)}
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           progress=False)["val"]
     pose = PoseParams(width=4, hops=2, data=PoseDataParams(input_width=48, input_height=64))
     for name in ("baseline", "ic_a", "rr_a"):
-        ic, rr = MODELS[name]
-        config = {"name": name, **model_config(pose, ModelParams(ic, rr, 1), val)}
+        cue, rr = MODELS[name]
+        spec = ModelSpec.from_params(pose, ModelParams(cue=cue, recurrent=rr, seed=1),
+                                     val.category["keypoints"], name)
         torch.manual_seed(0)
-        save_network(root / "models" / name, HintPose.from_config(config), config)
+        save_network(root / "models" / name, spec.build(), spec.to_json())
     rng = np.random.default_rng(0)
     dets = []
     for ann in val.training_persons():
@@ -70,8 +71,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cues.append({**d, "cues": points})
     (root / "cues.json").write_text(json.dumps(cues))
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
-    params["models"] = {k: {"instance_cue": ic, "recurrent": rr, "seed": 1}
-                        for k, (ic, rr) in MODELS.items()}
+    params["models"] = {k: {"cue": cue, "recurrent": rr, "seed": 1}
+                        for k, (cue, rr) in MODELS.items()}
     # One thread: tiny models gain nothing from two, and stall badly when the cores are busy;
     # one process: the stage runs in this process (two: see the test below).
     params["runtime"].update(device="cpu", bf16=False, channels_last=False, procs=1, threads=1)
@@ -133,7 +134,10 @@ def test_infer_writes_consistent_heatmaps_index_and_results(work: Path, monkeypa
     assert record["model"]["name"] == "baseline" and record["device"] == "cpu"
     # the counts and the cue probe are in the output folder too (score reads the probe there)
     assert {k: record[k] for k in metrics} == metrics
-    assert set(metrics) == {"instance_cue", "recurrent", "cues_file", "det", "gt", "cue_probe"}
+    assert set(metrics) == {"cue", "recurrent", "cues_file", "det", "gt", "cue_probe"}
+    assert (metrics["cue"], metrics["recurrent"], metrics["cues_file"]) == ("none", False, False)
+    assert ModelSpec.from_json(record["model"], out / "infer.json") == ModelSpec.from_json(
+        json.loads((work / "models" / "baseline" / "model.json").read_text()), "model.json")
     assert not inference_files(out, "det")["cue_aware"].exists()  # no cue: one protocol
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,8 +19,13 @@ from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime
 from hintpose.scoring.evaluation import coco_keypoint_eval
 from hintpose.topdown.codec import HeatmapCodec
-from hintpose.topdown.inference import box_instances, gt_box_instances, predict_heatmaps
-from hintpose.topdown.postprocess import heatmaps_to_results
+from hintpose.topdown.inference import (
+    PredictSettings,
+    box_instances,
+    gt_box_instances,
+    predict_heatmaps,
+)
+from hintpose.topdown.postprocess import FRAME_COLUMNS, PostSettings, heatmaps_to_results
 from hintpose.topdown.samples import TopDownDataset
 
 
@@ -76,9 +82,10 @@ def perfect_heatmap_stats(val, width: int, height: int) -> tuple[int, int, dict[
         centers.append(c)
         sizes.append(s)
     heat = np.stack(maps).astype(np.float16)
-    results = heatmaps_to_results(lambda sl: heat[sl], len(inst), np.array(centers),
-                                  np.array(sizes), np.array([i.image_id for i in inst]),
-                                  np.ones(len(inst)), chunk=5)
+    frame = pd.DataFrame([(i.image_id, b, *i.bbox, 1.0, *c, *s)
+                          for b, (i, c, s) in enumerate(zip(inst, centers, sizes, strict=True))],
+                         columns=list(FRAME_COLUMNS))
+    results = heatmaps_to_results(lambda sl: heat[sl], frame, PostSettings(), chunk=5)
     return len(inst), len(results), coco_keypoint_eval(val.data, results)
 
 
@@ -104,12 +111,14 @@ def test_small_heatmaps_lose_ap_only_at_strict_oks(val) -> None:
 
 def test_flip_tested_heatmaps_written_to_one_array(val, tmp_path: Path) -> None:
     inst = gt_box_instances(val).instances[:5]
-    ds = TopDownDataset(val, inst, PoseDataParams(input_width=48, input_height=64), False)
+    ds = TopDownDataset(val, inst, PoseDataParams(input_width=48, input_height=64), False,
+                        cue="point")
     torch.manual_seed(0)
-    model = HintPose(4, instance_cue=True, recurrent=True, hops=2)
+    model = HintPose(4, cue="point", recurrent=True, hops=2)
     torch.nn.init.constant_(model.backbone.final_layer.bias, 0.5)  # outputs ~0.5, not ~0
     rt = Runtime(torch.device("cpu"), bf16=False, channels_last=False)
-    centers, sizes = predict_heatmaps(model, ds, tmp_path / "h.npy", 2, rt)
+    centers, sizes = predict_heatmaps(model, ds, tmp_path / "h.npy",
+                                      PredictSettings(batch_size=2, flip_test=True), rt)
     heat = np.load(tmp_path / "h.npy", mmap_mode="r")
     assert heat.shape == (5, 17, 16, 12) and heat.dtype == np.float16
     assert np.abs(heat.astype(np.float32) - 0.5).max() < 0.01  # every row written

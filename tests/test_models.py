@@ -85,7 +85,7 @@ def test_shallow_layout_is_a_subset_of_the_official_names() -> None:
     assert len(ours) < len(reference) // 3
     assert "stage3.1.branches.0.0.conv1.weight" not in ours
     assert "stage2.0.branches.0.2.conv1.weight" not in ours
-    small = HintPose(8, True, True, hops=2, modules=(1, 2, 1), blocks=1).eval()
+    small = HintPose(8, "point", True, hops=2, modules=(1, 2, 1), blocks=1).eval()
     image, cue = inputs()
     assert [o.shape for o in small(image, cue)] == [(2, 17, H // 4, W // 4)] * 2
     for bad in ({"modules": (1, 1)}, {"modules": (1, 0, 1)}, {"blocks": 0}):
@@ -113,8 +113,9 @@ def test_hrnet_output_shape_and_init() -> None:
     assert torch.all(net.final_layer.bias == 0)
 
 
-@pytest.mark.parametrize(("cue", "recurrent"), [(True, False), (False, True), (True, True)])
-def test_untrained_additions_keep_hrnet_output(cue: bool, recurrent: bool) -> None:
+@pytest.mark.parametrize(("cue", "recurrent"),
+                         [("point", False), ("none", True), ("point", True)])
+def test_untrained_additions_keep_hrnet_output(cue: str, recurrent: bool) -> None:
     hrnet = randomize(HRNet(8)).eval()
     net = randomize(HintPose(8, cue, recurrent, hops=3), seed=1)
     zero_added_convs(net)
@@ -123,7 +124,7 @@ def test_untrained_additions_keep_hrnet_output(cue: bool, recurrent: bool) -> No
     image, cue_map = inputs()
     with torch.no_grad():
         expected = hrnet(image)
-        outputs = net(image, cue_map if cue else None)
+        outputs = net(image, cue_map if cue != "none" else None)
     assert len(outputs) == (3 if recurrent else 1)
     assert expected.abs().mean() > 0.1
     for out in outputs:
@@ -132,7 +133,7 @@ def test_untrained_additions_keep_hrnet_output(cue: bool, recurrent: bool) -> No
 
 def test_fresh_hintpose_equals_fresh_hrnet_weights() -> None:
     torch.manual_seed(0)
-    net = HintPose(8, True, True, hops=2).eval()
+    net = HintPose(8, "point", True, hops=2).eval()
     image, cue_map = inputs()
     with torch.no_grad():
         outs = net(image, cue_map)
@@ -141,7 +142,7 @@ def test_fresh_hintpose_equals_fresh_hrnet_weights() -> None:
 
 
 def test_perturbed_additions_are_used() -> None:
-    net = randomize(HintPose(8, True, True, hops=3), seed=2).eval()  # zero convs perturbed
+    net = randomize(HintPose(8, "point", True, hops=3), seed=2).eval()  # zero convs perturbed
     image, cue_map = inputs()
     with torch.no_grad():
         outs = net(image, cue_map)
@@ -152,7 +153,7 @@ def test_perturbed_additions_are_used() -> None:
 
 
 def test_joints_mse_loss_sums_hops() -> None:
-    net = randomize(HintPose(8, False, True, hops=3), seed=3).eval()
+    net = randomize(HintPose(8, "none", True, hops=3), seed=3).eval()
     image, _ = inputs()
     target = torch.rand(2, 17, H // 4, W // 4)
     weight = torch.ones(2, 17, 1)
@@ -185,7 +186,7 @@ def test_load_pretrained_round_trip(tmp_path: Path) -> None:
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()},
                 "epoch": 3}, nested)
     for file in (plain, nested):
-        net = HintPose(8, True, True)
+        net = HintPose(8, "point", True)
         net.load_backbone(file)
         loaded = net.backbone.state_dict()
         for key, value in source.state_dict().items():
@@ -246,10 +247,10 @@ def test_load_pretrained_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"width": 0}, {"width": -8}, {"width": 8.0}, {"width": True}, {"hops": 0},
-    {"num_joints": 0}, {"instance_cue": 1},
+    {"num_joints": 0}, {"cue": 1}, {"cue": "box"}, {"recurrent": 1},
 ])
 def test_bad_constructor_args(kwargs: dict) -> None:
-    args = {"width": 8, "instance_cue": False, "recurrent": True, "hops": 3} | kwargs
+    args = {"width": 8, "cue": "none", "recurrent": True, "hops": 3} | kwargs
     with pytest.raises(ValueError, match="HintPose"):
         HintPose(**args)
 
@@ -257,17 +258,17 @@ def test_bad_constructor_args(kwargs: dict) -> None:
 def test_cue_required_iff_instance_cue() -> None:
     image, cue_map = inputs(1)
     with pytest.raises(ValueError, match="pass cue"):
-        HintPose(8, True, False)(image)
-    with pytest.raises(ValueError, match="no instance-cue input"):
-        HintPose(8, False, False)(image, cue_map)
+        HintPose(8, "point", False)(image)
+    with pytest.raises(ValueError, match="no cue input"):
+        HintPose(8, "none", False)(image, cue_map)
     with pytest.raises(ValueError, match="cue must be"):
-        HintPose(8, True, False)(image, cue_map[:, :, :32])
+        HintPose(8, "point", False)(image, cue_map[:, :, :32])
     with pytest.raises(ValueError):
         HRNet(width=0)
 
 
 def test_bf16_autocast_channels_last() -> None:
-    net = randomize(HintPose(8, True, True, hops=2), seed=4).eval()
+    net = randomize(HintPose(8, "point", True, hops=2), seed=4).eval()
     image, cue_map = inputs()
     with torch.no_grad():
         fp32 = net(image, cue_map)
@@ -291,7 +292,7 @@ def test_bf16_autocast_channels_last() -> None:
 
 def test_adam_lowers_loss() -> None:
     torch.manual_seed(0)
-    net = HintPose(8, True, True, hops=2).train()
+    net = HintPose(8, "point", True, hops=2).train()
     image, cue_map = inputs(4, seed=5)
     target = torch.rand(4, 17, H // 4, W // 4)
     weight = torch.ones(4, 17, 1)

@@ -131,7 +131,7 @@ def test_whole_pipeline_outputs(reproduced) -> None:
     for name in MODELS:
         config = json.loads((repo / f"data/models/{name}/model.json").read_text())
         assert config["recurrent"] == name.startswith(("rr", "icrr"))
-        assert config["instance_cue"] == name.startswith("ic")
+        assert config["cue"] == ("point" if name.startswith("ic") else "none")
         log = read_log(repo / f"metrics/logs/train/{name}")  # dvclive, one row per epoch
         assert len(log) == SMOKE["pose"]["train"]["epochs"] and "val_loss" in log.columns
         assert ("train_loss_hop3" in log.columns) == config["recurrent"]
@@ -224,8 +224,8 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
     edits = {
         # a model's entry: that model, and the stages that read the list of models (the
         # report draws every model's training curves)
-        ("ic_a: {instance_cue: true, recurrent: false, seed: 1}",
-         "ic_a: {instance_cue: true, recurrent: false, seed: 3}"):
+        ("ic_a: {cue: point, recurrent: false, seed: 1}",
+         "ic_a: {cue: point, recurrent: false, seed: 3}"):
             {"train@ic_a", "ensemble", "box_removal", "score", "report"},
         # an inference setting: every infer stage, and the three that post-process again
         ("nms_thr: 0.9 ", "nms_thr: 0.8 "):

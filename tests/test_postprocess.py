@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import hintpose.postprocess
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.topdown.postprocess import (
     coco_oks,
@@ -122,12 +121,6 @@ def test_nms_per_image_never_suppresses_across_images() -> None:
     assert nms_per_image(kpts, scores, areas, ids, thr=0.9, soft=True) == [3, 4, 1, 2, 0]
     # a single image is plain oks_nms
     assert nms_per_image(kpts, scores, areas, [1] * 5) == oks_nms(kpts, scores, areas).tolist()
-
-
-def test_old_path_re_exports_the_postprocessing() -> None:
-    """hintpose.postprocess stays a public path (DESIGN.md) for the same functions."""
-    for name in ("rescore", "oks_nms", "soft_oks_nms", "coco_oks", "nms_per_image"):
-        assert getattr(hintpose.postprocess, name) is globals()[name], name
 
 
 def test_neighbour_poses_of_a_box_are_decayed_and_its_best_fit_kept() -> None:

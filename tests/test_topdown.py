@@ -24,7 +24,13 @@ from hintpose.data.transforms import (
     upper_body_mask,
 )
 from hintpose.topdown.codec import HeatmapCodec, decode
-from hintpose.topdown.samples import Instance, TopDownDataset, overlapping_boxes, training_instances
+from hintpose.topdown.samples import (
+    Instance,
+    TopDownDataset,
+    collate,
+    overlapping_boxes,
+    training_instances,
+)
 
 NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
          "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
@@ -141,32 +147,41 @@ def test_half_body_uses_upper_or_lower_joints() -> None:
 
 
 def test_training_sample_shapes_and_determinism(coco) -> None:
-    # HRNet's official augmentation (every random draw: scale, rotation, half body, flip)
+    # HRNet's official augmentation (every random draw: scale, rotation, half body, flip);
+    # one sample per item (paired_cues off)
     params = PoseDataParams(input_width=48, input_height=64, scale_factor=0.35,
-                            rotation_factor=45.0, rotation_prob=0.6, half_body_prob=0.3)
-    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7)
-    img, target, weight, cue, meta = ds[0]
+                            rotation_factor=45.0, rotation_prob=0.6, half_body_prob=0.3,
+                            paired_cues=False)
+    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7, cue="point")
+    sample = ds[0]
+    assert set(sample) == {"image", "target", "target_weight", "cue", "meta"}
+    img, target, weight, cue, meta = (sample[k] for k in ("image", "target", "target_weight",
+                                                           "cue", "meta"))
     assert img.shape == (3, 64, 48) and target.shape == (17, 16, 12) and weight.shape == (17, 1)
     assert cue.shape == (1, 64, 48) and cue.max() <= 1.0
     ear = 3 if meta["flip"] else 4  # the unlabeled right ear (mirrored onto the left if flipped)
     assert weight[ear, 0] == 0 and target[ear].max() == 0
     again = ds[0]
-    assert torch.equal(img, again[0]) and torch.equal(cue, again[3])
+    assert torch.equal(img, again["image"]) and torch.equal(cue, again["cue"])
     ds.set_epoch(1)
-    assert not torch.equal(img, ds[0][0])
+    assert not torch.equal(img, ds[0]["image"])
+    # a model without a cue input gets no cue (nor a cue point in the meta)
+    plain = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7)[0]
+    assert set(plain) == {"image", "target", "target_weight", "meta"} and "cue" not in plain["meta"]
 
 
 def test_training_cue_lands_on_a_labeled_joint(coco) -> None:
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                            half_body_prob=0.0, flip=False, scale_factor=0.0)
-    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=0)
+                            half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=False)
+    ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=0, cue="point")
     inst = ds.instances[0]
     center, size = box_to_center_size(inst.bbox, 0.75, params.box_padding)
     joints = transform_points(inst.keypoints[:, :2], affine_matrix(center, size, 0, (48, 64)))
     seen = set()
     for epoch in range(12):
         ds.set_epoch(epoch)
-        _, _, weight, cue, meta = ds[0]
+        sample = ds[0]
+        weight, cue, meta = sample["target_weight"], sample["cue"], sample["meta"]
         d = np.linalg.norm(joints - meta["cue"], axis=1)
         j = int(d.argmin())
         assert d[j] < 1e-4 and weight[j, 0] == 1
@@ -209,13 +224,14 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
                             half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0,
                             paired_cues=False)
     instances = training_instances(pair)
-    cue_ds = TopDownDataset(pair, instances, params, train=True, seed=0, other_boxes=True)
+    cue_ds = TopDownDataset(pair, instances, params, train=True, seed=0, cue="point")
     plain = TopDownDataset(pair, instances, params, train=True, seed=0)
     own_center, size = box_to_center_size(instances[0].bbox, 0.75, params.box_padding)
     other_center, _ = box_to_center_size(instances[1].bbox, 0.75, params.box_padding)
-    _, target, weight, _, meta = cue_ds[0]
+    sample = cue_ds[0]
+    target, weight, meta = sample["target"], sample["target_weight"], sample["meta"]
     np.testing.assert_allclose(meta["center"], other_center)
-    np.testing.assert_allclose(plain[0][4]["center"], own_center)
+    np.testing.assert_allclose(plain[0]["meta"]["center"], own_center)
     m = affine_matrix(other_center, size, 0, (48, 64))
     joints = transform_points(instances[0].keypoints[:, :2], m)
     assert np.linalg.norm(joints - meta["cue"], axis=1).min() < 1e-4  # the first person's
@@ -224,7 +240,7 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
     assert weight.sum() > 10
     # The far third person has no overlapping box: its own box frames it.
     far_center, _ = box_to_center_size(instances[2].bbox, 0.75, params.box_padding)
-    np.testing.assert_allclose(cue_ds[2][4]["center"], far_center)
+    np.testing.assert_allclose(cue_ds[2]["meta"]["center"], far_center)
 
 
 def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
@@ -233,7 +249,6 @@ def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
     weighted 0); the far third person has no neighbour with enough joints in its crop, so
     both halves are its own. A batch of paired items concatenates the pairs."""
     from hintpose.topdown.samples import nearest_neighbours
-    from hintpose.topdown.training import _collate
 
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
                             half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=True)
@@ -241,8 +256,10 @@ def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
     near = nearest_neighbours(pair, instances)
     np.testing.assert_array_equal(near[0], instances[1].keypoints)
     np.testing.assert_array_equal(near[2], instances[1].keypoints)  # nearest centre, far away
-    ds = TopDownDataset(pair, instances, params, train=True, seed=0, other_boxes=True)
-    image, target, weight, cue, meta = ds[0]
+    ds = TopDownDataset(pair, instances, params, train=True, seed=0, cue="point")
+    first, second = ds[0]
+    image, target, weight, cue = (torch.stack([first[k], second[k]])
+                                  for k in ("image", "target", "target_weight", "cue"))
     assert image.shape == (2, 3, 64, 48) and target.shape == (2, 17, 16, 12)
     assert torch.equal(image[0], image[1])
     m = affine_matrix(*box_to_center_size(instances[0].bbox, 0.75, 1.25), 0, (48, 64))
@@ -256,12 +273,20 @@ def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
         peak = np.unravel_index(cue[half, 0].numpy().argmax(), (64, 48))
         assert np.abs(joints[inside] - peak[::-1]).sum(1).min() <= 1.0  # cued on that person
     assert not torch.equal(target[0], target[1])
-    _, target, _, _, _ = ds[2]  # the far person: its own target twice
-    assert torch.equal(target[0], target[1])
+    far = ds[2]  # the far person: its own target twice
+    assert torch.equal(far[0]["target"], far[1]["target"])
     plain = TopDownDataset(pair, instances, params, train=True, seed=0)  # a model without cue
-    assert plain[0][0].shape == (3, 64, 48)
-    batch = _collate([ds[0], ds[1]])
-    assert batch[0].shape == (4, 3, 64, 48) and batch[3].shape == (4, 1, 64, 48)
+    assert isinstance(plain[0], dict) and plain[0]["image"].shape == (3, 64, 48)
+    batch = collate([ds[0], ds[1]])
+    assert set(batch) == {"image", "target", "target_weight", "cue"}
+    assert batch["image"].shape == (4, 3, 64, 48) and batch["cue"].shape == (4, 1, 64, 48)
+    assert batch["target"].shape == (4, 17, 16, 12) and batch["target_weight"].shape == (4, 17, 1)
+    # the pairs' rows in order a0, b0, a1, b1
+    rows = [s for item in (ds[0], ds[1]) for s in item]
+    for i, s in enumerate(rows):
+        assert torch.equal(batch["target"][i], s["target"]) and torch.equal(batch["cue"][i],
+                                                                            s["cue"])
+    assert "cue" not in collate([plain[0], plain[1]])
 
 
 def test_inference_cue_on_given_point(coco) -> None:
@@ -269,12 +294,12 @@ def test_inference_cue_on_given_point(coco) -> None:
     kpts = person_keypoints()
     target_joint = kpts[9, :2]
     inst = Instance(5, (60.0, 15.0, 40.0, 100.0), 0.9, cue=tuple(target_joint))
-    ds = TopDownDataset(coco, [inst, replace(inst, cue=None)], params, train=False)
-    _, _, _, cue, meta = ds[0]
+    ds = TopDownDataset(coco, [inst, replace(inst, cue=None)], params, train=False, cue="point")
+    cue, meta = ds[0]["cue"], ds[0]["meta"]
     center, size = box_to_center_size(inst.bbox, 0.75, params.box_padding)
     expected = transform_points(target_joint, affine_matrix(center, size, 0, (48, 64)))
     np.testing.assert_allclose(meta["cue"], expected, atol=1e-4)
     peak = np.unravel_index(cue[0].numpy().argmax(), cue[0].shape)
     assert np.hypot(peak[1] - expected[0], peak[0] - expected[1]) <= 0.75
-    np.testing.assert_allclose(ds[1][4]["cue"], [24, 32])  # no cue: the crop center
+    np.testing.assert_allclose(ds[1]["meta"]["cue"], [24, 32])  # no cue: the crop center
     assert meta["score"] == pytest.approx(0.9) and meta["image_id"] == 5

@@ -23,7 +23,7 @@ from hintpose.config import (
     PoseTrainParams,
 )
 from hintpose.data.coco import CocoPersons, load_split, write_manifest
-from hintpose.engine import CHECKPOINT
+from hintpose.engine import CHECKPOINT, TrainResult
 from hintpose.errors import ConfigError, DataError
 from hintpose.models.folder import save_network
 from hintpose.models.hintpose import HintPose
@@ -31,11 +31,13 @@ from hintpose.models.hrnet import HRNet
 from hintpose.runtime import Runtime
 from hintpose.topdown.inference import load_pose_model
 from hintpose.topdown.pretraining import branch_schedule, pretrain_backbone
-from hintpose.topdown.samples import TopDownDataset, training_instances
+from hintpose.topdown.samples import TopDownDataset, collate, training_instances
+from hintpose.topdown.spec import ModelSpec
 from hintpose.topdown.training import (
-    _collate,
+    PoseData,
     forward_losses,
     select_training_instances,
+    start_model,
     train_pose_model,
     validation_instances,
 )
@@ -122,6 +124,22 @@ def tiny_pose(**train: object) -> PoseParams:
                       train=PoseTrainParams(**settings))  # type: ignore[arg-type]
 
 
+def fit_model(train: CocoPersons, val: CocoPersons | None, pose: PoseParams,
+              model: ModelParams, rt: Runtime, checkpoint: Path | None = None, *,
+              init: Path | None = None, name: str = "", **kwargs: object) -> TrainResult:
+    """One model of ``models`` trained as the train stage does (``pose.train`` schedule)."""
+    spec = ModelSpec.from_params(pose, model, train.category["keypoints"], name)
+    if init is None and pose.pretrained:
+        init = Path(pose.pretrained)
+    return train_pose_model(start_model(spec, init), PoseData(train, val, pose.data),
+                            pose.train, rt, checkpoint, **kwargs)  # type: ignore[arg-type]
+
+
+def spec_of(config: dict, **changes: object) -> ModelSpec:
+    """The spec of a ``model.json`` record, with ``changes``."""
+    return replace(ModelSpec.from_json(config, "model.json"), **changes)  # type: ignore[arg-type]
+
+
 def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -138,14 +156,14 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(splits) -> None:
     train, _ = splits
     pose = tiny_pose()
     ds = TopDownDataset(train, training_instances(train)[:8], pose.data, train=True, seed=0)
-    batch = _collate([ds[i] for i in range(8)])
+    batch = collate([ds[i] for i in range(8)])
     torch.manual_seed(0)
-    net = HintPose(4, False, False, hops=1, num_joints=17)
+    net = HintPose(4, "none", False, hops=1, num_joints=17)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
     for _ in range(16):
-        hops = forward_losses(net, batch, CPU, instance_cue=False)
+        hops = forward_losses(net, batch, CPU)
         assert len(hops) == 1
         opt.zero_grad()
         hops[0].backward()
@@ -164,7 +182,7 @@ def test_recurrent_model_trains_and_logs_every_hop(splits, tmp_path: Path) -> No
     pose = tiny_pose(epochs=1)
     # The project's fast path (bf16 autocast only where the CPU has fast bf16 kernels).
     rt = Runtime.create(torch.device("cpu"), bf16=True, channels_last=True, announce=False)
-    result = train_pose_model(train, val, pose, ModelParams(instance_cue=True, recurrent=True),
+    result = fit_model(train, val, pose, ModelParams(cue="point", recurrent=True),
                               rt, None, progress=False)
     assert len(result.log) == 1 and result.resumed_epochs == 0
     row = result.log[0]
@@ -195,16 +213,17 @@ def test_coarse_to_fine_targets_give_each_hop_its_own_sigma(splits) -> None:
     inst = training_instances(train)[:4]
     plain = TopDownDataset(train, inst, pose.data, train=True, seed=0, hops=2)
     c2f = TopDownDataset(train, inst, data, train=True, seed=0, hops=2)
-    _, target, weight, _, _ = c2f[0]
-    assert target.shape == (2, *plain[0][1].shape)
-    assert torch.equal(target[1], plain[0][1]) and torch.equal(weight, plain[0][2])
+    target, weight = c2f[0]["target"], c2f[0]["target_weight"]
+    assert target.shape == (2, *plain[0]["target"].shape)
+    assert torch.equal(target[1], plain[0]["target"])
+    assert torch.equal(weight, plain[0]["target_weight"])
     j = int(torch.argmax(weight[:, 0]))
     assert (target[0, j] > 0.5).sum() > (target[1, j] > 0.5).sum()  # wider at hop 1
     single = TopDownDataset(train, inst, data, train=True, seed=0, hops=1)
-    assert single[0][1].shape == plain[0][1].shape  # a one-hop model: one target
-    batch = _collate([c2f[i] for i in range(4)])
-    net = HintPose(4, False, True, hops=2)
-    losses = forward_losses(net, batch, CPU, False)
+    assert single[0]["target"].shape == plain[0]["target"].shape  # a one-hop model: one target
+    batch = collate([c2f[i] for i in range(4)])
+    net = HintPose(4, "none", True, hops=2)
+    losses = forward_losses(net, batch, CPU)
     assert len(losses) == 2 and all(torch.isfinite(v) for v in losses)
     with pytest.raises(ConfigError, match="hop_sigma_scales gives 3 factors; hops is 2"):
         replace(pose, data=replace(pose.data, hop_sigma_scales=(3.0, 2.0, 1.0)))
@@ -213,7 +232,7 @@ def test_coarse_to_fine_targets_give_each_hop_its_own_sigma(splits) -> None:
 def test_lr_follows_the_step_schedule(splits) -> None:
     train, _ = splits
     pose = tiny_pose(epochs=4, lr_steps=(0.5, 0.75), max_samples=4, batch_size=4)
-    result = train_pose_model(train, None, pose, ModelParams(), CPU, None, progress=False)
+    result = fit_model(train, None, pose, ModelParams(), CPU, None, progress=False)
     assert [r["lr"] for r in result.log] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
     assert all(np.isnan(r["val_loss"]) for r in result.log)
     # One output: no per-hop columns.
@@ -245,7 +264,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(splits, tmp_p
                                                                    capsys) -> None:
     train, val = splits
     pose, model = tiny_pose(epochs=3, lr_steps=(0.5,)), ModelParams(recurrent=True, seed=5)
-    full = train_pose_model(train, val, pose, model, CPU, tmp_path / "full" / CHECKPOINT,
+    full = fit_model(train, val, pose, model, CPU, tmp_path / "full" / CHECKPOINT,
                             progress=False)
     cut = tmp_path / "cut" / CHECKPOINT
 
@@ -254,10 +273,10 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(splits, tmp_p
             raise Killed
 
     with pytest.raises(Killed):
-        train_pose_model(train, val, pose, model, CPU, cut, progress=False,
+        fit_model(train, val, pose, model, CPU, cut, progress=False,
                          on_epoch_end=kill_after_first)
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [CHECKPOINT]
-    resumed = train_pose_model(train, val, pose, model, CPU, cut, progress=False)
+    resumed = fit_model(train, val, pose, model, CPU, cut, progress=False)
     assert "resuming" in capsys.readouterr().out
     assert full.resumed_epochs == 0
     assert resumed.resumed_epochs == 1 and len(resumed.log) == 3
@@ -266,7 +285,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(splits, tmp_p
         assert (a["epoch"], a["lr"], a["train_loss"], a["train_loss_hop2"], a["val_loss"]) == (
             b["epoch"], b["lr"], b["train_loss"], b["train_loss_hop2"], b["val_loss"])
     # A finished run found again is not trained further.
-    again = train_pose_model(train, val, pose, model, CPU, cut, progress=False)
+    again = fit_model(train, val, pose, model, CPU, cut, progress=False)
     assert again.resumed_epochs == 3 and states_equal(full.model, again.model)
 
 
@@ -274,16 +293,16 @@ def test_checkpoint_of_other_settings_is_not_resumed(splits, tmp_path: Path, cap
     train, _ = splits
     pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
     ckpt = tmp_path / CHECKPOINT
-    train_pose_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
+    fit_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
     assert ckpt.is_file()
     wider = replace(pose, width=6)
-    result = train_pose_model(train, None, wider, ModelParams(), CPU, ckpt, progress=False)
+    result = fit_model(train, None, wider, ModelParams(), CPU, ckpt, progress=False)
     out = capsys.readouterr().out
     assert "other settings (width)" in out and "training from scratch" in out
     assert result.resumed_epochs == 0 and result.config["width"] == 6
     (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=CHECKPOINT):
-        train_pose_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
+        fit_model(train, None, pose, ModelParams(), CPU, ckpt, progress=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -294,12 +313,12 @@ def test_missing_or_mismatched_pretrained_file_is_a_clear_error(splits, tmp_path
     # pose.pretrained needs the official HRNet layout.
     pose = replace(tiny_pose(epochs=1), modules=(1, 4, 3), blocks=4,
                    pretrained=str(tmp_path / "nope.pth"))
-    with pytest.raises(ConfigError, match="pose.pretrained.*nope.pth"):
-        train_pose_model(train, None, pose, ModelParams(), CPU, None, progress=False)
+    with pytest.raises(ConfigError, match="nope.pth: HRNet checkpoint not found"):
+        fit_model(train, None, pose, ModelParams(), CPU, None, progress=False)
     wrong = tmp_path / "w8.pth"
     torch.save(HRNet(width=8).state_dict(), wrong)
     with pytest.raises(ConfigError, match="w8.pth"):
-        train_pose_model(train, None, replace(pose, pretrained=str(wrong)), ModelParams(), CPU,
+        fit_model(train, None, replace(pose, pretrained=str(wrong)), ModelParams(), CPU,
                          None, progress=False)
 
 
@@ -336,7 +355,7 @@ def ddp_params(path: Path, procs: int) -> Path:
         "pose:\n  width: 4\n  hops: 2\n"
         "  data: {input_width: 48, input_height: 64, other_box_prob: 0.5}\n"
         "  train: {epochs: 2, batch_size: 4, max_samples: 16, val_samples: 5, workers: 1}\n"
-        "models:\n  icrr: {instance_cue: true, recurrent: true, seed: 2}\n")
+        "models:\n  icrr: {cue: point, recurrent: true, seed: 2}\n")
     return path
 
 
@@ -359,9 +378,9 @@ def test_stage_with_two_ddp_processes(dataset: Path, tmp_path: Path, launcher: s
     assert log["val_AP"].between(0, 100).all()  # rank 0 scored, both ranks predicted
     metrics = json.loads((tmp_path / "logs" / "metrics.json").read_text())
     assert metrics["val_loss"] == pytest.approx(log["val_loss"].iloc[-1])
-    net, config = load_pose_model(tmp_path / "model")
-    assert config["name"] == "icrr" and config["keypoint_names"] == NAMES
-    assert (config["hops"], config["instance_cue"], config["input_height"]) == (2, True, 64)
+    net, spec = load_pose_model(tmp_path / "model")
+    assert spec.name == "icrr" and list(spec.keypoint_names) == NAMES
+    assert (spec.hops, spec.cue, spec.input_height) == (2, "point", 64)
     cue = torch.zeros(1, 1, 64, 48)
     assert len(net(torch.zeros(1, 3, 64, 48), cue)) == 2
 
@@ -382,11 +401,11 @@ def test_a_failing_ddp_process_is_one_clear_error(dataset: Path, tmp_path: Path)
 def test_saved_model_round_trips(tmp_path: Path, splits) -> None:
     train, _ = splits
     pose = tiny_pose(epochs=1, max_samples=4, batch_size=4)
-    result = train_pose_model(train, None, pose, ModelParams(instance_cue=True), CPU, None,
+    result = fit_model(train, None, pose, ModelParams(cue="point"), CPU, None,
                               progress=False)
     save_network(tmp_path, result.model, result.config)
-    net, config = load_pose_model(tmp_path)
-    assert config == json.loads(json.dumps(result.config))
+    net, spec = load_pose_model(tmp_path)
+    assert spec.to_json() == json.loads(json.dumps(result.config))
     assert states_equal(net, result.model.cpu())
 
 
@@ -401,13 +420,14 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     pose = tiny_pose(epochs=1)
     pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5,
                                                         "cue_epochs": 0}))
-    pre, branch = pretrain_backbone(train, val, pose, CPU, None, progress=False)
-    assert len(pre.log) == 1 and not pre.config["instance_cue"] and branch is None
+    pre, branch = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, None,
+                                    progress=False)
+    assert len(pre.log) == 1 and pre.config["cue"] == "none" and branch is None
     path = tmp_path / "hrnet.pt"
     save_backbone(path, pre.model)
 
-    net = HintPose.from_config({**pre.config, "instance_cue": True, "recurrent": True, "hops": 2})
-    load_pretrained_backbone(net, path, "--init")
+    net = spec_of(pre.config, cue="point", recurrent=True, hops=2).build()
+    load_pretrained_backbone(net, path)
     image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
     with torch.no_grad():
         assert torch.allclose(net.eval()(image, cue)[-1], pre.model.eval()(image)[0], atol=1e-6)
@@ -415,19 +435,19 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     def kill(*_: object) -> None:
         raise Killed
 
-    model = ModelParams(instance_cue=True, recurrent=True, seed=1)
+    model = ModelParams(cue="point", recurrent=True, seed=1)
     ckpt = tmp_path / "ckpt" / CHECKPOINT
     with pytest.raises(Killed):
-        train_pose_model(train, None, pose, model, CPU, ckpt, progress=False, init=path,
+        fit_model(train, None, pose, model, CPU, ckpt, progress=False, init=path,
                          on_epoch_end=kill)
     assert ckpt.is_file()
     other = tmp_path / "other.pt"
-    save_backbone(other, HintPose.from_config(pre.config))
-    again = train_pose_model(train, None, pose, model, CPU, ckpt, progress=False, init=other)
+    save_backbone(other, spec_of(pre.config).build())
+    again = fit_model(train, None, pose, model, CPU, ckpt, progress=False, init=other)
     assert again.resumed_epochs == 0  # other initial weights: trained afresh
-    with pytest.raises(ConfigError, match="--init: checkpoint file .*nope.pt not found"):
-        train_pose_model(train, None, pose, model, CPU, None, progress=False,
-                         init=tmp_path / "nope.pt", init_key="--init")
+    with pytest.raises(ConfigError, match="nope.pt: HRNet checkpoint not found"):
+        fit_model(train, None, pose, model, CPU, None, progress=False,
+                  init=tmp_path / "nope.pt")
 
 
 def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
@@ -444,9 +464,10 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
     schedule = branch_schedule(pose.pretrain)
     assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (2, pytest.approx(1e-3), (0.5,))
     ckpt = tmp_path / "ckpt" / CHECKPOINT
-    pre, branch = pretrain_backbone(train, val, pose, CPU, ckpt, progress=False)
-    assert branch is not None and branch.config["instance_cue"]
-    assert not pre.config["instance_cue"] and [r["epoch"] for r in pre.log] == [1, 2, 3]
+    pre, branch = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, ckpt,
+                                    progress=False)
+    assert branch is not None and branch.config["cue"] == "point"
+    assert pre.config["cue"] == "none" and [r["epoch"] for r in pre.log] == [1, 2, 3]
     assert [r["lr"] for r in branch.log] == pytest.approx([1e-3, 1e-4])
     assert [r["lr"] for r in pre.log[1:]] == pytest.approx([1e-3, 1e-4])  # the same schedule
     assert all(0 <= r["follow_rate"] <= 1 and "oks_own" in r for r in branch.log)
@@ -454,7 +475,7 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
     cue_file = tmp_path / "cue.pt"
     torch.save(branch.model.state_dict(), cue_file)
 
-    net = HintPose.from_config({**branch.config, "recurrent": True, "hops": 2})
+    net = spec_of(branch.config, recurrent=True, hops=2).build()
     load_cue_init(net, cue_file)
     image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
     with torch.no_grad():
@@ -462,10 +483,10 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
                               atol=1e-6)
     plain = tmp_path / "hrnet.pt"
     save_backbone(plain, pre.model)
-    with pytest.raises(ConfigError, match="--cue-init: .*hrnet.pt does not fit this cue model"):
+    with pytest.raises(ConfigError, match="hrnet.pt: does not fit this cue model"):
         load_cue_init(net, plain)
     with pytest.raises(ConfigError, match="this model has no cue"):
-        load_cue_init(HintPose.from_config(pre.config), cue_file)
+        load_cue_init(spec_of(pre.config).build(), cue_file)
 
 
 class _Oracle(torch.nn.Module):
@@ -491,23 +512,23 @@ def test_learning_curve_ap_is_the_pipelines_gt_box_ap(splits, tmp_path: Path,
     from hintpose.topdown.val_ap import ValAP
 
     _, val = splits
-    config = {"instance_cue": False, "input_width": 96, "input_height": 128, "sigma": 2.0,
-              "cue_sigma": 4.0, "box_padding": 1.25}
+    spec = ModelSpec(width=4, modules=(1, 1, 1), blocks=1, init="he", cue="none",
+                     recurrent=False, hops=1, keypoint_names=tuple(NAMES), input_width=96,
+                     input_height=128, sigma=2.0, target=target, cue_sigma=4.0,
+                     box_padding=1.25)
     decoder = "dark" if target == "unbiased" else "hrnet"
     curve = ValAP(val, 3, 0, decoder, 4)
     assert len(curve.image_ids) == 3 and curve.image_ids == ValAP(val, 3, 0, decoder, 4).image_ids
     assert {b["image_id"] for b in curve.boxes} == set(curve.image_ids)
-    from hintpose.topdown.inference import inference_data_params
-
-    params = replace(inference_data_params(config), target=target)
+    params = spec.data_params()
     inst = [i for i in training_instances(val) if i.image_id in set(curve.image_ids)]
     assert [i.bbox for i in inst] == [tuple(b["bbox"]) for b in curve.boxes]
-    maps = torch.stack([TopDownDataset(val, inst, params, train=False)[i][1]
+    maps = torch.stack([TopDownDataset(val, inst, params, train=False)[i]["target"]
                         for i in range(len(inst))])
-    ap = curve(_Oracle(maps), config, CPU, tmp_path / "heat.npy")
+    ap = curve(_Oracle(maps), spec, CPU, tmp_path / "heat.npy")
     assert ap > (95 if target == "unbiased" else 70)
     assert not (tmp_path / "heat.npy").exists()
-    assert curve(_Oracle(torch.zeros_like(maps)), config, CPU, tmp_path / "heat.npy") == 0.0
+    assert curve(_Oracle(torch.zeros_like(maps)), spec, CPU, tmp_path / "heat.npy") == 0.0
 
 
 def test_branches_without_a_pretraining_are_a_clear_error() -> None:

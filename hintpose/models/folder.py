@@ -1,7 +1,8 @@
 """A trained network's folder: ``model.pt`` (a plain state dict, loaded with
 ``weights_only=True``) and ``model.json`` (what rebuilds the network and prepares its inputs).
 Every network of the pipeline is stored this way; each model class rebuilds itself from the
-config (``HintPose.from_config``, ``MultiPoseNet.from_config``, ``PoseFix.from_config``)."""
+config (``ModelSpec.build`` for pose models, ``MultiPoseNet.from_config``,
+``PoseFix.from_config``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hintpose.errors import DataError
+from hintpose.errors import DataError, HintPoseError
 from hintpose.io import read_json, save_torch, write_json
 
 if TYPE_CHECKING:  # torch is imported where it is used: a stage may read model.json first
@@ -48,6 +49,8 @@ def load_network(model_dir: Path, build: Callable[[dict[str, Any]], nn.Module], 
     config = read_config(model_dir, what, stage)
     try:
         net = build(config)
+    except HintPoseError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{model_dir / MODEL_CONFIG}: not a {what} description "
                         f"({exc!r})") from None

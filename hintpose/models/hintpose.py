@@ -1,9 +1,9 @@
 """HintPose: HRNet with an instance-cue input and recurrent refinement (ICCV 2019 challenge report).
 
-- *Instance cue*: a single-channel Gaussian map at the cue point tells the network which of
-  the people in a crowded box to estimate. A two-conv input-refinement block merges it, at the
-  stem's 1/4 resolution, with the 64-channel stem features and adds the result to them
-  (residual), before ``layer1``.
+- *Instance cue*: an input that tells the network which of the people in a crowded box to
+  estimate. Its type (the report's: a Gaussian map at one point) is a
+  hintpose.topdown.conditioning class, which renders it and owns the block that merges it
+  into the stem features before ``layer1``.
 - *Recurrent refinement* (Feedback-Networks style): each hop's heatmaps are turned into a hint
   by a 1x1 conv block; another 1x1 conv block updates the ``layer1`` features with it
   (residual), and the HRNet head (stages 2-4 and the final layer) runs again. ``layer1`` runs
@@ -16,7 +16,6 @@ its ``backbone`` gives exactly the HRNet output (at every hop).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,73 +29,62 @@ from hintpose.models.hrnet import (
     HRNet,
     load_pretrained,
 )
+from hintpose.topdown.conditioning import (
+    CUE_KINDS,
+    Conditioning,
+    conditioning,
+    conv_bn_relu,
+    residual_block,
+)
 
 __all__ = ["HintPose", "joints_mse_loss"]
 
 #: Channels of the hint extracted from the previous hop's heatmaps.
 HINT_CHANNELS = 64
-
-
-def _conv_bn_relu(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
-def _zero_conv(c_in: int, c_out: int, kernel: int) -> nn.Conv2d:
-    """A conv whose weight and bias start at zero: the block it ends adds nothing at first."""
-    conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
+#: Parameter-name prefixes of the recurrent-refinement blocks.
+FEEDBACK_PREFIXES = ("hint_block.", "update_block.")
 
 
 class HintPose(nn.Module):
-    """HRNet-W``width`` with optional instance cue and recurrent refinement.
+    """HRNet-W``width`` with an optional cue input (``cue``: a type of
+    hintpose.topdown.conditioning, ``none`` or the report's ``point``) and recurrent
+    refinement.
 
-    ``forward(image (N, 3, H, W), cue (N, 1, H, W) | None)`` returns the list of every hop's
+    ``forward(image (N, 3, H, W), cue (N, C, H, W) | None)`` returns the list of every hop's
     heatmaps (N, J, H/4, W/4): ``hops`` of them when ``recurrent``, else one. Predictions use
-    the last one.
+    the last one. Built from a model description by hintpose.topdown.spec.ModelSpec.build.
     """
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> HintPose:
-        """The network a ``model.json`` describes (hintpose.topdown.training.model_config)."""
-        return cls(config["width"], config["instance_cue"], config["recurrent"],
-                   hops=config["hops"], num_joints=config["num_joints"],
-                   modules=tuple(config.get("modules", OFFICIAL_MODULES)),
-                   blocks=config.get("blocks", OFFICIAL_BLOCKS),
-                   init=config.get("init", "official"))
-
-    def __init__(self, width: int, instance_cue: bool, recurrent: bool, hops: int = 3,
+    def __init__(self, width: int, cue: str = "none", recurrent: bool = False, hops: int = 3,
                  num_joints: int = 17, modules: tuple[int, ...] = OFFICIAL_MODULES,
                  blocks: int = OFFICIAL_BLOCKS, init: str = "official") -> None:
         super().__init__()
         for name, value in (("width", width), ("hops", hops), ("num_joints", num_joints)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HintPose: {name} must be an integer >= 1, got {value!r}")
-        for name, flag in (("instance_cue", instance_cue), ("recurrent", recurrent)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"HintPose: {name} must be a bool, got {flag!r}")
+        if not isinstance(recurrent, bool):
+            raise ValueError(f"HintPose: recurrent must be a bool, got {recurrent!r}")
+        if not isinstance(cue, str) or cue not in CUE_KINDS:
+            raise ValueError(f"HintPose: cue must be one of {', '.join(CUE_KINDS)}, "
+                             f"got {cue!r}")
+        self.conditioning: Conditioning = conditioning(cue)
         self.width = width
-        self.instance_cue = instance_cue
         self.recurrent = recurrent
         self.hops = hops
         self.num_joints = num_joints
         self.backbone = HRNet(width, num_joints, modules, blocks, init)
-        self.cue_block: nn.Sequential | None = None
+        self.cue_block = self.conditioning.network_block(STEM_CHANNELS)
         self.hint_block: nn.Sequential | None = None
         self.update_block: nn.Sequential | None = None
-        if instance_cue:
-            self.cue_block = nn.Sequential(
-                *_conv_bn_relu(STEM_CHANNELS + 1, STEM_CHANNELS, 3),
-                _zero_conv(STEM_CHANNELS, STEM_CHANNELS, 3),
-            )
         if recurrent:
-            self.hint_block = nn.Sequential(*_conv_bn_relu(num_joints, HINT_CHANNELS, 1))
-            self.update_block = nn.Sequential(
-                *_conv_bn_relu(LAYER1_CHANNELS + HINT_CHANNELS, LAYER1_CHANNELS, 1),
-                _zero_conv(LAYER1_CHANNELS, LAYER1_CHANNELS, 1),
-            )
+            self.hint_block = nn.Sequential(*conv_bn_relu(num_joints, HINT_CHANNELS, 1))
+            self.update_block = residual_block(LAYER1_CHANNELS + HINT_CHANNELS,
+                                               LAYER1_CHANNELS, 1)
+
+    @property
+    def takes_cue(self) -> bool:
+        """Whether :meth:`forward` needs a cue."""
+        return self.conditioning.takes_input
 
     def added_parameters(self) -> list[nn.Parameter]:
         """The parameters of the blocks HintPose adds to HRNet (cue, hint, update)."""
@@ -115,15 +103,15 @@ class HintPose(nn.Module):
     def _check_inputs(self, image: Tensor, cue: Tensor | None) -> None:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"HintPose: image must be (N, 3, H, W), got {tuple(image.shape)}")
-        if self.instance_cue and cue is None:
-            raise ValueError("HintPose: this model has an instance-cue input; pass cue "
-                             "(N, 1, H, W)")
-        if not self.instance_cue and cue is not None:
-            raise ValueError("HintPose: this model has no instance-cue input; pass cue=None")
+        c = self.conditioning.channels
+        if self.takes_cue and cue is None:
+            raise ValueError(f"HintPose: this model has a cue input; pass cue (N, {c}, H, W)")
+        if not self.takes_cue and cue is not None:
+            raise ValueError("HintPose: this model has no cue input; pass cue=None")
         if cue is not None:
             n, _, h, w = image.shape
-            if tuple(cue.shape) != (n, 1, h, w):
-                raise ValueError(f"HintPose: cue must be (N, 1, H, W) = {(n, 1, h, w)}, "
+            if tuple(cue.shape) != (n, c, h, w):
+                raise ValueError(f"HintPose: cue must be (N, {c}, H, W) = {(n, c, h, w)}, "
                                  f"got {tuple(cue.shape)}")
 
     def forward(self, image: Tensor, cue: Tensor | None = None) -> list[Tensor]:
@@ -131,10 +119,7 @@ class HintPose(nn.Module):
         net = self.backbone
         x = net.stem(image)
         if self.cue_block is not None and cue is not None:
-            # Area-resize the cue to the stem's resolution (exactly 4x4 averages when H, W
-            # are multiples of 4), in the features' dtype so autocast/bf16 concatenates.
-            small = F.adaptive_avg_pool2d(cue, x.shape[-2:]).to(x.dtype)
-            x = x + self.cue_block(torch.cat([x, small], dim=1))
+            x = self.conditioning.merge(self.cue_block, x, cue)
         features = net.layer1(x)
         outputs = [net.head(features)]
         if self.hint_block is not None and self.update_block is not None:

@@ -22,10 +22,10 @@ from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
 from hintpose.errors import DataError
 from hintpose.report.visualize import PALETTE, draw_person
-from hintpose.topdown.codec import decode, heatmap_sigma
-from hintpose.topdown.inference import inference_data_params
+from hintpose.topdown.codec import decode
 from hintpose.topdown.postprocess import coco_oks
 from hintpose.topdown.samples import Instance, TopDownDataset
+from hintpose.topdown.spec import ModelSpec
 from hintpose.trainlog import read_log
 
 
@@ -191,18 +191,20 @@ def pick_crowded_box(coco: CocoPersons, cue_records: Sequence[dict[str, Any]]) -
 
 
 @torch.no_grad()
-def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
+def plot_cue_figure(net: torch.nn.Module, spec: ModelSpec, coco: CocoPersons,
                     pick: CuePick, path: Path, decoder: str = "hrnet") -> None:
     """The report's Figure 3: for each of the two cues, the input crop with the cue, the
     predicted heatmaps (max over joints) and the skeleton decoded with ``decoder``."""
     plt = _pyplot()
-    params = inference_data_params(config)
     instances = [Instance(pick.image_id, pick.bbox, 1.0, cue=c) for c in pick.cues]
-    dataset = TopDownDataset(coco, instances, params, train=False)
+    dataset = TopDownDataset(coco, instances, spec.data_params(), train=False,
+                             cue=spec.conditioning)
     skeleton = coco.skeleton
     fig, axes = plt.subplots(2, 3, figsize=(7.5, 6.2))
     for row, i in enumerate(range(len(instances))):
-        image, _, _, cue, meta = dataset[i]
+        sample = dataset[i]
+        assert isinstance(sample, dict)
+        image, cue, meta = sample["image"], sample["cue"], sample["meta"]
         heat = net(image[None], cue[None])[-1].float().numpy()
         rgb = image.numpy().transpose(1, 2, 0) * np.array([0.229, 0.224, 0.225]) + np.array(
             [0.485, 0.456, 0.406])
@@ -219,7 +221,7 @@ def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPers
         # Decode in input pixels: a crop of the input size centred on the input.
         center = np.array([[w_in / 2, h_in / 2]])
         coords, maxvals = decode(heat, center, np.array([[w_in, h_in]], dtype=np.float64),
-                                 decoder, heatmap_sigma(config))
+                                 decoder, spec.codec.sigma)
         canvas = np.ascontiguousarray((rgb[:, :, ::-1] * 255).astype(np.uint8))
         kpts = np.concatenate([coords[0], maxvals[0]], axis=1)
         draw_person(canvas, kpts, skeleton, PALETTE[row % len(PALETTE)], min_visibility=0.0)
@@ -227,7 +229,7 @@ def plot_cue_figure(net: torch.nn.Module, config: dict[str, Any], coco: CocoPers
         axes[row][2].set_title("prediction", fontsize=9)
         for ax in axes[row]:
             ax.axis("off")
-    fig.suptitle(f"{config.get('name', 'model')}: image {pick.image_id}, one box, two cues",
+    fig.suptitle(f"{spec.name or 'model'}: image {pick.image_id}, one box, two cues",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

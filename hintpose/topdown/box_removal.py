@@ -5,13 +5,15 @@ own box the detector missed can still be found from a neighbour's box. The study
 random share of the detector boxes (the same boxes for every model: drawn once per fraction
 from the box list with a fixed seed), keeps the instances of the remaining boxes from each
 model's ``infer`` output (its heatmaps and instance index, decoded once), and redoes the
-rescoring, optional cue-aware scoring and OKS-NMS of :func:`index_results`. Per model,
+rescoring, optional cue-aware scoring and OKS-NMS of
+:func:`hintpose.topdown.postprocess.poses_to_results`. Per model,
 protocol and fraction it reports the AP and the GT persons *without a box* (no kept box
 with IoU >= ``BOX_IOU`` to theirs) that a final pose still finds (OKS >= ``FOUND_OKS``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import box_iou
 from hintpose.ensemble import Member, load_member, members_heatmap_sigma
 from hintpose.scoring.evaluation import coco_keypoint_eval
-from hintpose.topdown.inference import index_results
-from hintpose.topdown.postprocess import coco_oks, decode_heatmaps
+from hintpose.topdown.postprocess import PostSettings, coco_oks, decode_heatmaps, poses_to_results
 
 __all__ = ["BOX_IOU", "FOUND_OKS", "ModelOutput", "load_model_output", "dropped_boxes",
            "persons_found", "box_removal_study", "plot_box_removal"]
@@ -100,7 +100,7 @@ def persons_found(coco: CocoPersons, boxes: pd.DataFrame,
 
 def box_removal_study(coco: CocoPersons, outputs: Mapping[str, ModelOutput],
                       fractions: Sequence[float], seed: int,
-                      params: EvalParams) -> pd.DataFrame:
+                      post: PostSettings) -> pd.DataFrame:
     """One row per (model, protocol, fraction): ``AP`` (percent), ``boxes`` kept,
     ``boxless`` GT persons and ``found`` (see the module docstring). Every model must have
     run on the same detector boxes."""
@@ -117,7 +117,8 @@ def box_removal_study(coco: CocoPersons, outputs: Mapping[str, ModelOutput],
             index = out.index[keep].reset_index(drop=True)
             kept_boxes = index.drop_duplicates("box_index")
             for protocol, decay in out.protocols.items():
-                results = index_results(out.poses[keep], index, coco, params, decay)
+                results = poses_to_results(out.poses[keep], index,
+                                           dataclasses.replace(post, neighbour_decay=decay))
                 ap = coco_keypoint_eval(coco.data, results, sigmas=coco.sigmas)["AP"]
                 boxless, found = persons_found(coco, kept_boxes, results)
                 rows.append({"model": name, "protocol": protocol, "fraction": float(fraction),

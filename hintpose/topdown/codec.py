@@ -72,13 +72,6 @@ class HeatmapCodec:
         return decode(heatmaps, centers, sizes, method, self.sigma)
 
 
-def heatmap_sigma(config: dict) -> float:
-    """The target Gaussian's sigma in heatmap pixels of a model (its ``model.json``): what
-    DARK's decoder smooths with."""
-    return HeatmapCodec.for_input(int(config["input_width"]), int(config["input_height"]),
-                                  float(config["sigma"])).sigma
-
-
 def _smooth(heatmaps: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur (std ``sigma`` heatmap pixels, 6 sigma + 1 taps, mirrored borders as
     OpenCV's default) of every (h, w) map of (N, K, h, w), in float32 (DARK's step 1; its
@@ -170,14 +163,3 @@ def decode(
     coords = np.stack([px, py], axis=-1)
     coords = centers + (coords - np.array([w, h]) * 0.5) * sizes / np.array([w, h])
     return coords.astype(np.float32), maxvals
-
-
-def cue_map(point: np.ndarray, input_size: tuple[int, int], sigma: float) -> np.ndarray:
-    """The instance-cue input: a single-channel Gaussian (peak 1) at ``point`` (x, y) in input
-    pixels, shape (1, H, W) float32."""
-    w, h = input_size
-    xs = np.arange(w, dtype=np.float32)
-    ys = np.arange(h, dtype=np.float32)
-    gx = np.exp(-((xs - point[0]) ** 2) / (2 * sigma**2))
-    gy = np.exp(-((ys - point[1]) ** 2) / (2 * sigma**2))
-    return (gy[:, None] * gx[None, :])[None].astype(np.float32)

@@ -21,6 +21,7 @@ is to be compared with.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from hintpose.data.crowd import box_iou, oracle_point, points_in_box
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.runtime import Runtime, current_dist
 from hintpose.topdown.codec import decode
-from hintpose.topdown.inference import inference_data_params, predict_heatmaps
+from hintpose.topdown.inference import PredictSettings, predict_heatmaps
 from hintpose.topdown.postprocess import coco_oks
 from hintpose.topdown.samples import (
     OTHER_BOX_MIN_IOU,
@@ -41,9 +42,30 @@ from hintpose.topdown.samples import (
     Instance,
     TopDownDataset,
 )
+from hintpose.topdown.spec import ModelSpec
 
-__all__ = ["Pair", "crowded_pairs", "follow_stats", "probe_instances", "run_cue_probe",
-           "probe_row"]
+__all__ = ["Pair", "ProbeSettings", "crowded_pairs", "follow_stats", "probe_instances",
+           "run_cue_probe", "probe_row"]
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The probe's size (``pairs``, 0: every pair) and how it predicts."""
+
+    pairs: int = 300
+    decoder: str = "hrnet"
+    batch_size: int = 32
+    workers: int = 0
+    flip_test: bool = False
+
+    @classmethod
+    def of(cls, ev: EvalParams) -> ProbeSettings:
+        """The ``eval`` section's (``cue_probe_pairs`` pairs)."""
+        return cls(ev.cue_probe_pairs, ev.decoder, ev.batch_size, ev.workers, ev.flip_test)
+
+    @property
+    def predict(self) -> PredictSettings:
+        return PredictSettings(self.batch_size, self.workers, self.flip_test, self.decoder)
 
 #: (a, b, cue on a, cue on b): annotations of the boxed and the neighbouring person, and
 #: their cue points (x, y) in image pixels.
@@ -112,25 +134,24 @@ def follow_stats(pairs: list[Pair], own: np.ndarray, other: np.ndarray,
 
 
 def run_cue_probe(
-    model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons, heatmap_file: Path,
-    params: EvalParams, rt: Runtime,
+    model: torch.nn.Module, spec: ModelSpec, coco: CocoPersons, heatmap_file: Path,
+    settings: ProbeSettings, rt: Runtime,
 ) -> dict[str, float]:
-    """Run ``model`` (its ``model.json`` ``config``) on the probe pairs of ``coco`` (at most
-    ``params.cue_probe_pairs``) and return :func:`follow_stats`. The heatmaps pass through
+    """Run ``model`` (described by ``spec``) on the probe pairs of ``coco`` (at most
+    ``settings.pairs``) and return :func:`follow_stats`. The heatmaps pass through
     ``heatmap_file``, which the caller removes. Inside a process group every rank calls this
     (see ``predict_heatmaps``) and only rank 0 gets the statistics (the others: {})."""
-    use_cue = bool(config["instance_cue"])
-    pairs = crowded_pairs(coco, params.cue_probe_pairs)
+    use_cue = spec.conditioning.probe
+    pairs = crowded_pairs(coco, settings.pairs)
     if not pairs:
         return follow_stats(pairs, np.zeros(0), np.zeros(0), coco.sigmas)
-    dataset = TopDownDataset(coco, probe_instances(pairs, use_cue), inference_data_params(config),
-                             False)
-    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
-                                      params.workers, use_cue, params.flip_test)
+    dataset = TopDownDataset(coco, probe_instances(pairs, use_cue), spec.data_params(), False,
+                             cue=spec.conditioning)
+    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, settings.predict, rt)
     if not current_dist().is_main:  # rank 0 decodes (and the caller removes the file)
         return {}
     heat = np.load(heatmap_file, mmap_mode="r")
-    coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes, params.decoder,
+    coords, _ = decode(np.asarray(heat, dtype=np.float32), centers, sizes, settings.decoder,
                        dataset.codec.sigma)
     own, other = (coords[0::2], coords[1::2]) if use_cue else (coords, coords)
     return follow_stats(pairs, own, other, coco.sigmas)
@@ -140,14 +161,14 @@ def run_cue_probe(
 PROBE_COLUMNS = ("follow_rate", "oks_own", "oks_other")
 
 
-def probe_row(model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
-              heatmap_file: Path, params: EvalParams, rt: Runtime) -> dict[str, float]:
+def probe_row(model: torch.nn.Module, spec: ModelSpec, coco: CocoPersons,
+              heatmap_file: Path, settings: ProbeSettings, rt: Runtime) -> dict[str, float]:
     """:func:`run_cue_probe` as a training-log row (PROBE_COLUMNS, every rank gets them):
     the learning curve of the cue. ``model`` is put in eval mode and back."""
     was_training = model.training
     model.eval()
     try:
-        stats = run_cue_probe(model, config, coco, heatmap_file, params, rt)
+        stats = run_cue_probe(model, spec, coco, heatmap_file, settings, rt)
     finally:
         model.train(was_training)
     info = current_dist()

@@ -9,6 +9,7 @@ ensemble. The flip test is ``eval.flip_test`` (off in the default).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,29 +24,46 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from hintpose.config import EvalParams, PoseDataParams
+from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons, clip_box
 from hintpose.data.transforms import flip_heatmaps_back
 from hintpose.errors import DataError
+from hintpose.io import open_npy
 from hintpose.models.folder import load_network
 from hintpose.models.hintpose import HintPose
 from hintpose.runtime import Runtime, current_dist
 from hintpose.topdown.outputs import INDEX_COLUMNS, InferenceRun
-from hintpose.topdown.postprocess import decode_heatmaps, poses_to_results
+from hintpose.topdown.postprocess import PostSettings, decode_heatmaps, poses_to_results
 from hintpose.topdown.samples import Instance, TopDownDataset
+from hintpose.topdown.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How heatmaps are predicted and decoded: batch size, loader workers, HRNet's flip test
+    and the decoder (hintpose.topdown.codec.DECODERS)."""
+
+    batch_size: int = 32
+    workers: int = 0
+    flip_test: bool = False
+    decoder: str = "hrnet"
+
+    @classmethod
+    def of(cls, ev: EvalParams) -> PredictSettings:
+        """The ``eval`` section's."""
+        return cls(ev.batch_size, ev.workers, ev.flip_test, ev.decoder)
 
 
 @torch.no_grad()
 def predict_heatmaps(
-    model: torch.nn.Module, dataset: TopDownDataset, out_file: Path, batch_size: int,
-    rt: Runtime, workers: int = 0, use_cue: bool = True, flip: bool = True,
-    hop_files: Sequence[Path] = (),
+    model: torch.nn.Module, dataset: TopDownDataset, out_file: Path, settings: PredictSettings,
+    rt: Runtime, hop_files: Sequence[Path] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` (returning a list of hop outputs; the last is used) with HRNet's flip
-    test (unless ``flip`` is false) over ``dataset`` and write the averaged heatmaps
-    (N, J, h, w) as float16 to ``out_file`` (.npy); ``hop_files`` get those of the earlier
-    hops (hop 1 first) the same way. Returns the crop centers and sizes (N, 2) in image
-    pixels.
+    """Run ``model`` (returning a list of hop outputs; the last is used; its cue, when the
+    dataset's cue type has one) with HRNet's flip test (``settings.flip_test``) over
+    ``dataset`` and write the averaged heatmaps (N, J, h, w) as float16 to ``out_file``
+    (.npy); ``hop_files`` get those of the earlier hops (hop 1 first) the same way. Returns
+    the crop centers and sizes (N, 2) in image pixels.
 
     Inside a process group every rank must call this with the same arguments (``out_file``
     on a file system they share): each predicts one contiguous share of the instances into
@@ -56,23 +74,24 @@ def predict_heatmaps(
     rank, world = info.rank, info.world_size
     files = [*hop_files, out_file]
     if rank == 0:
-        for file in files:
-            np.lib.format.open_memmap(file, mode="w+", dtype=np.float16,
-                                      shape=(n, dataset.coco.num_joints, h, w)).flush()
+        for file in files:  # allocated on disk now: a full disk is an error naming the file
+            open_npy(file, (n, dataset.coco.num_joints, h, w), np.float16).flush()
     if world > 1:
         dist.barrier()
     outs = [np.load(file, mmap_mode="r+") for file in files]
     centers, sizes = np.zeros((n, 2), np.float32), np.zeros((n, 2), np.float32)
     share = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
-    loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(share, batch_size=settings.batch_size, shuffle=False,
+                        num_workers=settings.workers)
     model.eval()
-    for image, _, _, cue, meta in tqdm(loader, desc="infer", unit="batch", disable=rank > 0):
-        image = rt.images(image)
-        cue = rt.images(cue) if use_cue else None
+    for batch in tqdm(loader, desc="infer", unit="batch", disable=rank > 0):
+        image = rt.images(batch["image"])
+        cue = rt.images(batch["cue"]) if "cue" in batch else None
         with rt.autocast():
             hops = model(image, cue)[-len(files):]
-            mirrored = (model(image.flip(3), None if cue is None else cue.flip(3))[-len(files):]
-                        if flip else None)
+            mirrored = (model(image.flip(3), None if cue is None else dataset.cue.flip(cue))
+                        [-len(files):] if settings.flip_test else None)
+        meta = batch["meta"]
         idx = meta["index"].numpy()
         for k, out in enumerate(outs):
             heat = hops[k].float()
@@ -142,15 +161,12 @@ def box_instances(coco: CocoPersons, boxes: Sequence[dict[str, Any]], source: st
 # --------------------------------------------------------------------------- one inference run
 
 def load_pose_model(model_dir: Path, device: str | torch.device = "cpu"
-                    ) -> tuple[HintPose, dict[str, Any]]:
-    """A pose model folder written by train@<model>: (network in eval mode, config)."""
-    return load_network(model_dir, HintPose.from_config, "pose model", "train", device)
-
-
-def inference_data_params(config: dict[str, Any]) -> PoseDataParams:
-    """The crop and cue settings a model was trained with (from its ``model.json``)."""
-    keys = ("input_width", "input_height", "sigma", "cue_sigma", "box_padding")
-    return PoseDataParams(**{k: config[k] for k in keys})
+                    ) -> tuple[HintPose, ModelSpec]:
+    """A pose model folder written by train@<model>: (network in eval mode, its spec)."""
+    source = Path(model_dir) / "model.json"
+    net, record = load_network(model_dir, lambda rec: ModelSpec.from_json(rec, source).build(),
+                               "pose model", "train", device)
+    return net, ModelSpec.from_json(record, source)
 
 
 def instance_index(instset: InstanceSet, centers: np.ndarray, sizes: np.ndarray) -> pd.DataFrame:
@@ -171,56 +187,40 @@ def instance_index(instset: InstanceSet, centers: np.ndarray, sizes: np.ndarray)
 
 
 def run_inference(
-    model: torch.nn.Module, config: dict[str, Any], coco: CocoPersons,
-    boxes: Sequence[dict[str, Any]], source: str, heatmap_file: Path, params: EvalParams,
-    rt: Runtime, hop_files: Sequence[Path] = (),
+    model: torch.nn.Module, spec: ModelSpec, coco: CocoPersons,
+    boxes: Sequence[dict[str, Any]], source: str, heatmap_file: Path, rt: Runtime,
+    predict: PredictSettings, post: PostSettings, hop_files: Sequence[Path] = (),
 ) -> InferenceRun:
-    """Run ``model`` (with its ``model.json`` config) on ``boxes`` (records as
-    ``box_instances`` takes): heatmaps (flip-tested with ``params.flip_test``) to
-    ``heatmap_file``, then decode, rescoring and per-image OKS-NMS into COCO results. Inside a
-    process group every rank predicts its share, and only rank 0 decodes: the others return
-    an empty run. With ``hop_files`` (a recurrent model's earlier hops, hop 1 first) their
-    heatmaps go there and their results into ``hop_results``."""
-    use_cue = bool(config["instance_cue"])
-    instset = box_instances(coco, boxes, source, use_cues=use_cue)
-    dataset = TopDownDataset(coco, instset.instances, inference_data_params(config), False)
+    """Run ``model`` (described by ``spec``) on ``boxes`` (records as ``box_instances`` takes):
+    heatmaps to ``heatmap_file``, then decode, rescoring and per-image OKS-NMS into COCO
+    results under the report's protocol and, for a cue model with ``post.neighbour_decay`` <
+    1, under cue-aware scoring too. Inside a process group every rank predicts its share, and
+    only rank 0 decodes: the others return an empty run. With ``hop_files`` (a recurrent
+    model's earlier hops, hop 1 first) their heatmaps go there and their results into
+    ``hop_results``."""
+    cue = spec.conditioning
+    instset = box_instances(coco, boxes, source, use_cues=cue.takes_input)
+    dataset = TopDownDataset(coco, instset.instances, spec.data_params(), False, cue=cue)
     start = time.perf_counter()
-    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, params.batch_size, rt,
-                                      params.workers, use_cue, params.flip_test, hop_files)
+    centers, sizes = predict_heatmaps(model, dataset, heatmap_file, predict, rt, hop_files)
     seconds = time.perf_counter() - start
     if not current_dist().is_main:  # rank 0 decodes and writes; the file may move once it has
         return InferenceRun(pd.DataFrame(columns=list(INDEX_COLUMNS)), [], {})
     index = instance_index(instset, centers, sizes)
+    report = dataclasses.replace(post, neighbour_decay=1.0)
 
     def poses_of(file: Path) -> np.ndarray:
         heat = np.load(file, mmap_mode="r")
-        return decode_heatmaps(lambda sl: heat[sl], len(index), centers, sizes, params.decoder,
-                               dataset.codec.sigma)
-
-    def results_of(kpts: np.ndarray, decay: float = 1.0) -> list[dict[str, Any]]:
-        return index_results(kpts, index, coco, params, decay)
+        return decode_heatmaps(lambda sl: heat[sl], len(index), centers, sizes,
+                               predict.decoder, dataset.codec.sigma)
 
     final = poses_of(heatmap_file)
-    results = results_of(final)
-    cue_aware = (results_of(final, params.neighbour_decay)
-                 if use_cue and params.neighbour_decay != 1.0 else None)
+    results = poses_to_results(final, index, report)
+    cue_aware = (poses_to_results(final, index, post)
+                 if cue.takes_input and post.neighbour_decay != 1.0 else None)
     stats = {**instset.stats, "instances": len(index), "results": len(results),
              "seconds": round(seconds, 2),
              "instances_per_second": round(len(index) / max(seconds, 1e-9), 2)}
     return InferenceRun(index, results, stats,
-                        [results_of(poses_of(file)) for file in hop_files], cue_aware)
-
-
-def index_results(kpts: np.ndarray, index: pd.DataFrame, coco: CocoPersons, params: EvalParams,
-                  neighbour_decay: float = 1.0) -> list[dict[str, Any]]:
-    """COCO results of decoded poses ``kpts`` (row i: instance i of ``index``, INDEX_COLUMNS):
-    HRNet's rescoring and OKS-NMS with ``params``; with ``neighbour_decay`` < 1 the
-    cue-aware scoring (:func:`hintpose.topdown.postprocess.decay_neighbour_poses`) first.
-    ``neighbour_decay`` 1 is the report's protocol: every cue's pose scored alike."""
-    return poses_to_results(
-        kpts, index[["size_w", "size_h"]].to_numpy(), index["image_id"].to_numpy(),
-        index["box_score"].to_numpy(), coco.category["id"], in_vis_thr=params.in_vis_thr,
-        nms_thr=params.nms_thr, soft_nms=params.soft_nms, sigmas=coco.sigmas,
-        groups=index["box_index"].to_numpy(),
-        boxes=index[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
-        neighbour_decay=neighbour_decay)
+                        [poses_to_results(poses_of(file), index, report) for file in hop_files],
+                        cue_aware)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hintpose import settings as lim
 from hintpose.errors import ConfigError
 from hintpose.settings import sub as _sub
 
@@ -21,13 +22,13 @@ HRNET_BLOCKS = 4
 class PoseDataParams:
     """``pose.data``: top-down crops, targets, instance cues and HRNet's augmentation."""
 
-    input_width: int = field(default=72, metadata={"min": 16})
-    input_height: int = field(default=96, metadata={"min": 16})
+    input_width: int = field(default=72, metadata={"min": 16, "max": lim.MAX_INPUT})
+    input_height: int = field(default=96, metadata={"min": 16, "max": lim.MAX_INPUT})
     #: Gaussian sigma of the heatmap targets at a 64x48 heatmap; scaled with the heatmap height.
-    sigma: float = field(default=3.0, metadata={"gt": 0})
+    sigma: float = field(default=3.0, metadata={"gt": 0, "max": 100})
     #: Instance-cue Gaussian sigma and position jitter (std), in input pixels.
-    cue_sigma: float = field(default=4.0, metadata={"gt": 0})
-    cue_jitter: float = field(default=2.0, metadata={"min": 0})
+    cue_sigma: float = field(default=4.0, metadata={"gt": 0, "max": lim.MAX_INPUT})
+    cue_jitter: float = field(default=2.0, metadata={"min": 0, "max": lim.MAX_INPUT})
     #: Instance-cue models only: the probability that a training crop is framed by the box of
     #: another person overlapping the target (IoU >= 0.1), while target and cue stay on the
     #: target. Without it a crop's own box already names the person, and the cue is redundant.
@@ -39,8 +40,8 @@ class PoseDataParams:
     #: Beyond the report (empty: the report, every hop's target at ``sigma``): coarse to fine
     #: targets for recurrent models, one factor per hop (``pose.hops`` of them): hop h is
     #: trained on Gaussians of ``sigma`` x factor h, so the later hops have a job, to sharpen.
-    hop_sigma_scales: tuple[float, ...] = field(default=(), metadata={"gt": 0})
-    box_padding: float = field(default=1.25, metadata={"min": 1.0})
+    hop_sigma_scales: tuple[float, ...] = field(default=(), metadata={"gt": 0, "max": 100})
+    box_padding: float = field(default=1.25, metadata={"min": 1.0, "max": 100})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.
     target: str = field(default="unbiased", metadata={"choices": ("hrnet", "unbiased")})
@@ -51,7 +52,7 @@ class PoseDataParams:
     rotation_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
     flip: bool = True
     half_body_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    half_body_min_joints: int = field(default=8, metadata={"min": 2})
+    half_body_min_joints: int = field(default=8, metadata={"min": 2, "max": 1000})
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ class PoseTrainParams:
     """``pose.train``: HRNet's COCO recipe (Adam, step decay) sized for this machine: each
     model of ``models`` fine-tuned from the pretrained HRNet."""
 
-    epochs: int = field(default=2, metadata={"min": 1})
+    epochs: int = field(default=2, metadata={"min": 1, "max": lim.MAX_EPOCHS})
     #: Per process (``runtime.procs`` of them under DDP).
-    batch_size: int = field(default=8, metadata={"min": 1})
+    batch_size: int = field(default=8, metadata={"min": 1, "max": lim.MAX_BATCH})
     lr: float = field(default=5e-4, metadata={"gt": 0})
     #: Fractions of the schedule where the lr is multiplied by lr_factor (HRNet: 170/210, 200/210).
     lr_steps: tuple[float, ...] = field(default=(0.5,), metadata={"gt": 0, "lt": 1})
@@ -70,16 +71,16 @@ class PoseTrainParams:
     #: cue, recurrent hint and update) x this; they start at zero on a trained HRNet.
     added_lr_mult: float = field(default=1.0, metadata={"gt": 0, "max": 1000})
     #: Use at most this many training persons per epoch (0: all of them).
-    max_samples: int = field(default=1200, metadata={"min": 0})
+    max_samples: int = field(default=1200, metadata={"min": 0, "max": lim.MAX_SAMPLES})
     #: Persons of the val split used for the per-epoch validation loss (0: all of them).
-    val_samples: int = field(default=128, metadata={"min": 0})
+    val_samples: int = field(default=128, metadata={"min": 0, "max": lim.MAX_SAMPLES})
     #: Val images whose GT-box AP is measured after every epoch: the learning curve
     #: (hintpose.topdown.val_ap; 0: none).
-    val_images: int = field(default=30, metadata={"min": 0})
+    val_images: int = field(default=30, metadata={"min": 0, "max": lim.MAX_IMAGES})
     #: Instance-cue models: crowded val pairs of the cue probe (hintpose.topdown.cue_probe)
     #: run after every epoch, the learning curve of the cue (0: none).
-    probe_pairs: int = field(default=100, metadata={"min": 0})
-    workers: int = field(default=1, metadata={"min": 0})
+    probe_pairs: int = field(default=100, metadata={"min": 0, "max": lim.MAX_SAMPLES})
+    workers: int = field(default=1, metadata={"min": 0, "max": lim.MAX_WORKERS})
 
 
 @dataclass(frozen=True)
@@ -88,37 +89,37 @@ class PosePretrainParams(PoseTrainParams):
     of every pose model (the stand-in for the report's pretrained initialisation)."""
 
     #: 0: no pretraining; the models start from ``pose.pretrained`` (or one random init).
-    epochs: int = field(default=8, metadata={"min": 0})
+    epochs: int = field(default=8, metadata={"min": 0, "max": lim.MAX_EPOCHS})
     lr: float = field(default=2e-3, metadata={"gt": 0})
     lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
-    max_samples: int = field(default=0, metadata={"min": 0})
-    val_images: int = field(default=50, metadata={"min": 0})
+    max_samples: int = field(default=0, metadata={"min": 0, "max": lim.MAX_SAMPLES})
+    val_images: int = field(default=50, metadata={"min": 0, "max": lim.MAX_IMAGES})
     #: Beyond the report (0: the report, cue models start from the plain HRNet with a cue
     #: block that adds nothing): the branches. The pretrained HRNet trains ``cue_epochs``
     #: more epochs twice (lr, then x ``lr_factor`` for the second half): alone, and as a copy
     #: with the instance-cue input on the crops ``pose.data`` says (paired cues; the cue
     #: block's lr x ``added_lr_mult``). Cue models start from the copy, the others from the
     #: plain HRNet: every model has had the same number of pretraining steps.
-    cue_epochs: int = field(default=2, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
+    cue_epochs: int = field(default=2, metadata={"min": 0, "max": lim.MAX_EPOCHS})
+    seed: int = field(default=0, metadata={"min": 0, "max": lim.MAX_SEED})
 
 
 @dataclass(frozen=True)
 class PoseParams:
     """``pose``: settings shared by every top-down pose model."""
 
-    width: int = field(default=16, metadata={"min": 1})
+    width: int = field(default=16, metadata={"min": 1, "max": lim.MAX_WIDTH})
     #: HRNet modules in stages 2, 3, 4 and BasicBlocks per branch: official (1, 4, 3) and 4.
     #: The default (1, 1, 1) and 2 is a shallow HRNet of this project (stage 1 as the official
     #: one, four 256-channel Bottlenecks; stages 2-4 one module each, two BasicBlocks per
-    #: branch), 3.5x faster per step. ``pretrained`` checkpoints need the official layout.
-    modules: tuple[int, int, int] = field(default=(1, 1, 1), metadata={"min": 1})
-    blocks: int = field(default=2, metadata={"min": 1})
+    #: branch), faster per step (see docs/sizing.md). ``pretrained`` needs the official layout.
+    modules: tuple[int, int, int] = field(default=(1, 1, 1), metadata={"min": 1, "max": 16})
+    blocks: int = field(default=2, metadata={"min": 1, "max": 16})
     #: Conv initialisation from scratch: ``official`` N(0, 0.001) or ``he`` (kaiming normal,
     #: this project's), which learns faster on a short schedule (see hintpose.models.hrnet).
     init: str = field(default="he", metadata={"choices": ("official", "he")})
     #: Hops of recurrent refinement (used by models with ``recurrent: true``).
-    hops: int = field(default=3, metadata={"min": 1})
+    hops: int = field(default=3, metadata={"min": 1, "max": 16})
     #: Optional official HRNet checkpoint (pose_hrnet_w32_256x192.pth, ...): the pretrain
     #: stage starts from it.
     pretrained: str = ""

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.topdown.codec import decode
+
+if TYPE_CHECKING:
+    from hintpose.config import EvalParams
+    from hintpose.data.coco import CocoPersons
 
 
 def rescore(keypoints: np.ndarray, box_scores: np.ndarray, thr: float = 0.2) -> np.ndarray:
@@ -151,23 +157,42 @@ def nms_per_image(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray,
     return kept
 
 
-def heatmaps_to_results(
-    read_chunk: Callable[[slice], np.ndarray], n: int, centers: np.ndarray, sizes: np.ndarray,
-    image_ids: np.ndarray, box_scores: np.ndarray, category_id: int = 1, chunk: int = 4096,
-    in_vis_thr: float = 0.2, nms_thr: float = 0.9, soft_nms: bool = False,
-    sigmas: np.ndarray | None = None, decoder: str = "hrnet", heatmap_sigma: float = 1.0,
-    groups: np.ndarray | None = None, boxes: np.ndarray | None = None,
-    neighbour_decay: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Decode heatmaps (read ``chunk`` instances at a time; ``decoder`` of
-    ``hintpose.topdown.codec.DECODERS``, DARK smoothing with ``heatmap_sigma``), rescore
-    (box score x mean keypoint score above ``in_vis_thr``), OKS-NMS per image on the padded
-    crop area, and return COCO keypoint results. With ``neighbour_decay`` < 1 the poses of
-    one box (equal ``groups``, box ``boxes`` x, y, w, h) are rescored by
-    :func:`decay_neighbour_poses` before the NMS."""
-    kpts = decode_heatmaps(read_chunk, n, centers, sizes, decoder, heatmap_sigma, chunk)
-    return poses_to_results(kpts, sizes, image_ids, box_scores, category_id, in_vis_thr,
-                            nms_thr, soft_nms, sigmas, groups, boxes, neighbour_decay)
+@dataclass(frozen=True)
+class PostSettings:
+    """How decoded poses become COCO results: HRNet's rescoring threshold (``in_vis_thr``),
+    the (soft) OKS-NMS threshold, cue-aware scoring's ``neighbour_decay`` (1: the report's
+    protocol, every cue's pose scored alike), and the dataset's OKS ``sigmas`` (None: COCO's)
+    and person ``category_id``."""
+
+    in_vis_thr: float = 0.2
+    nms_thr: float = 0.9
+    soft_nms: bool = False
+    neighbour_decay: float = 1.0
+    sigmas: np.ndarray | None = None
+    category_id: int = 1
+
+    @classmethod
+    def of(cls, ev: EvalParams, coco: CocoPersons) -> PostSettings:
+        """The ``eval`` section's, for the dataset ``coco`` (its OKS sigmas and person
+        category)."""
+        return cls(ev.in_vis_thr, ev.nms_thr, ev.soft_nms, ev.neighbour_decay, coco.sigmas,
+                   coco.category["id"])
+
+
+#: Instance-frame columns the post-processing reads (the infer index, INDEX_COLUMNS, has them).
+FRAME_COLUMNS = ("image_id", "box_index", "box_x", "box_y", "box_w", "box_h", "box_score",
+                 "center_x", "center_y", "size_w", "size_h")
+
+
+def heatmaps_to_results(read_chunk: Callable[[slice], np.ndarray], frame: pd.DataFrame,
+                        post: PostSettings, decoder: str = "hrnet", heatmap_sigma: float = 1.0,
+                        chunk: int = 4096) -> list[dict[str, Any]]:
+    """Decode the heatmaps of the instances of ``frame`` (row i: heatmap i, read ``chunk`` at
+    a time; ``decoder`` of hintpose.topdown.codec.DECODERS, DARK smoothing with
+    ``heatmap_sigma``) and turn them into COCO results (:func:`poses_to_results`)."""
+    kpts = decode_heatmaps(read_chunk, len(frame), frame[["center_x", "center_y"]].to_numpy(),
+                           frame[["size_w", "size_h"]].to_numpy(), decoder, heatmap_sigma, chunk)
+    return poses_to_results(kpts, frame, post)
 
 
 def decode_heatmaps(read_chunk: Callable[[slice], np.ndarray], n: int, centers: np.ndarray,
@@ -186,22 +211,23 @@ def decode_heatmaps(read_chunk: Callable[[slice], np.ndarray], n: int, centers: 
     return np.concatenate([np.concatenate(coords), np.concatenate(maxvals)], axis=2)
 
 
-def poses_to_results(
-    kpts: np.ndarray, sizes: np.ndarray, image_ids: np.ndarray, box_scores: np.ndarray,
-    category_id: int = 1, in_vis_thr: float = 0.2, nms_thr: float = 0.9,
-    soft_nms: bool = False, sigmas: np.ndarray | None = None, groups: np.ndarray | None = None,
-    boxes: np.ndarray | None = None, neighbour_decay: float = 1.0,
-) -> list[dict[str, Any]]:
-    """The second half of :func:`heatmaps_to_results`: decoded poses to COCO results."""
+def poses_to_results(kpts: np.ndarray, frame: pd.DataFrame,
+                     post: PostSettings) -> list[dict[str, Any]]:
+    """Decoded poses (row i: instance i of ``frame``, FRAME_COLUMNS) to COCO results: rescore
+    (box score x mean keypoint score above ``in_vis_thr``), with ``neighbour_decay`` < 1 the
+    cue-aware scoring of the poses of one box (:func:`decay_neighbour_poses`), then OKS-NMS
+    per image on the padded crop area."""
     if len(kpts) == 0:
         return []
-    scores = rescore(kpts, box_scores, in_vis_thr)
-    if neighbour_decay != 1.0:
-        if groups is None or boxes is None:
-            raise ValueError("neighbour_decay needs the instances' groups and boxes")
-        scores = decay_neighbour_poses(kpts, scores, groups, boxes, neighbour_decay, in_vis_thr)
-    areas = sizes.astype(np.float64).prod(axis=1)
-    kept = nms_per_image(kpts, scores, areas, image_ids.tolist(), nms_thr, soft_nms, sigmas)
-    return [{"image_id": int(image_ids[j]), "category_id": category_id,
+    image_ids = frame["image_id"].to_numpy()
+    scores = rescore(kpts, frame["box_score"].to_numpy(), post.in_vis_thr)
+    if post.neighbour_decay != 1.0:
+        scores = decay_neighbour_poses(kpts, scores, frame["box_index"].to_numpy(),
+                                       frame[["box_x", "box_y", "box_w", "box_h"]].to_numpy(),
+                                       post.neighbour_decay, post.in_vis_thr)
+    areas = frame[["size_w", "size_h"]].to_numpy().astype(np.float64).prod(axis=1)
+    kept = nms_per_image(kpts, scores, areas, image_ids.tolist(), post.nms_thr, post.soft_nms,
+                         post.sigmas)
+    return [{"image_id": int(image_ids[j]), "category_id": post.category_id,
              "keypoints": np.round(kpts[j], 3).ravel().tolist(), "score": float(scores[j])}
             for j in kept]

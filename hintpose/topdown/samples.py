@@ -1,8 +1,10 @@
 """Top-down samples: person box -> crop -> network input, with HRNet's augmentation.
 
 Crops are described by a center and a size in image pixels (the region warped to the
-network input; see hintpose.data.transforms). ``TopDownDataset`` yields (image, target,
-target_weight, cue, meta) for training and for inference on given boxes and instance cues.
+network input; see hintpose.data.transforms). ``TopDownDataset`` yields :class:`Sample`
+mappings (the keys below) for training and for inference on given boxes and instance cues; a
+paired training item (``pose.data.paired_cues``) is a tuple of two of them, and
+:func:`collate` stacks both kinds into a batch with the same keys.
 Randomness per sample comes from (seed, epoch, index), so results do not depend on the number
 of loader workers and a resumed run sees the same samples.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -32,7 +34,8 @@ from hintpose.data.transforms import (
     transform_points,
     upper_body_mask,
 )
-from hintpose.topdown.codec import HeatmapCodec, cue_map
+from hintpose.topdown.codec import HeatmapCodec
+from hintpose.topdown.conditioning import Conditioning, conditioning
 
 #: Another person's box frames a training crop (``other_box_prob``) when it overlaps the
 #: target's box at least this much and holds at least this many of its labeled joints.
@@ -41,6 +44,36 @@ OTHER_BOX_MIN_JOINTS = 4
 #: Paired cue training (``paired_cues``, MIPNet's rule): the neighbour is the target of the
 #: second sample only with more than this many of its visible joints inside the crop.
 PAIR_MIN_JOINTS = 3
+
+
+class Sample(TypedDict, total=False):
+    """One network input and its training targets (``cue`` only for a model with a cue input).
+
+    - ``image``: the normalised RGB crop (3, H, W) float32;
+    - ``target``: heatmap targets (J, h, w), or (hops, J, h, w) with coarse-to-fine hops;
+    - ``target_weight``: (J, 1), 0 for joints without a target;
+    - ``cue``: the rendered cue (C, H, W) (hintpose.topdown.conditioning);
+    - ``meta``: ``index``, ``image_id``, ``score``, crop ``center`` and ``size`` (image
+      pixels), ``rotation``, ``flip`` and (with a cue) ``cue``, its point in input pixels.
+    """
+
+    image: torch.Tensor
+    target: torch.Tensor
+    target_weight: torch.Tensor
+    cue: torch.Tensor
+    meta: dict[str, Any]
+
+
+#: The keys :func:`collate` stacks into a training batch.
+BATCH_KEYS = ("image", "target", "target_weight", "cue")
+
+
+def collate(items: Sequence[Sample | tuple[Sample, ...]]) -> dict[str, torch.Tensor]:
+    """A training batch: every key of BATCH_KEYS the samples have, stacked; a paired item
+    (a tuple of samples) contributes each of its samples, so B pairs give 2B rows. The meta
+    dicts are left out (training does not need them)."""
+    flat = [s for it in items for s in (it if isinstance(it, tuple) else (it,))]
+    return {k: torch.stack([s[k] for s in flat]) for k in BATCH_KEYS if k in flat[0]}
 
 
 @dataclass(frozen=True)
@@ -105,33 +138,36 @@ def training_instances(coco: CocoPersons) -> list[Instance]:
 
 
 class TopDownDataset(Dataset):
-    """Crops of ``instances`` warped to the input size, with targets and instance-cue maps.
+    """Crops of ``instances`` warped to the input size, with targets and (for a model whose
+    ``cue`` type takes an input, hintpose.topdown.conditioning) the rendered cue.
 
     In training mode a sample is augmented as HRNet (scale, rotation, flip, half body) and
-    its cue is a randomly chosen labeled joint of the target person, jittered; otherwise the
-    crop is the padded box and the cue is the instance's given point (or the box center).
-    With ``other_boxes`` (instance-cue models), a training crop is framed with probability
-    ``params.other_box_prob`` by an overlapping person's box instead of the target's own (see
-    :func:`overlapping_boxes`, ``OTHER_BOX_MIN_JOINTS``): the target, and so the cue, stay the
-    same, so the network learns to estimate the person the cue marks, not the one the box
-    centers. With ``params.paired_cues`` (instance-cue models) every training item is a pair
-    of samples of the same crop (same pixels, same augmentation), as MIPNet trains: cued on the
-    target (target: the target) and cued on its nearest neighbour (:func:`nearest_neighbours`;
-    target: the neighbour, its joints outside the crop weighted 0), or, when no more than
-    PAIR_MIN_JOINTS of the neighbour's visible joints lie in the crop, on the target again
-    with a fresh cue. The same pixels must then give two different poses, so the cue cannot
-    be ignored. Paired items hold tensors with a leading pair axis of 2. At inference a
-    detection box holding several people gets one cue per person.
+    its cue is drawn by the cue type (the report's: a labeled joint of the target, jittered);
+    otherwise the crop is the padded box and the cue is the instance's given point (or the
+    box center). For a cue type with crowd training (``uses_crowd_training``), a training
+    crop is framed with probability ``params.other_box_prob`` by an overlapping person's box
+    instead of the target's own (see :func:`overlapping_boxes`, ``OTHER_BOX_MIN_JOINTS``):
+    the target, and so the cue, stay the same, so the network learns to estimate the person
+    the cue marks, not the one the box centers. With ``params.paired_cues`` as well every
+    training item is a pair of samples of the same crop (same pixels, same augmentation), as
+    MIPNet trains: cued on the target (target: the target) and cued on its nearest neighbour
+    (:func:`nearest_neighbours`; target: the neighbour, its joints outside the crop weighted
+    0), or, when no more than PAIR_MIN_JOINTS of the neighbour's visible joints lie in the
+    crop, on the target again with a fresh cue. The same pixels must then give two different
+    poses, so the cue cannot be ignored. A paired item is a tuple of the two samples. At
+    inference a detection box holding several people gets one cue per person.
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
-                 train: bool, seed: int = 0, other_boxes: bool = False, hops: int = 1) -> None:
+                 train: bool, seed: int = 0, cue: Conditioning | str = "none",
+                 hops: int = 1) -> None:
         self.coco = coco
         self.instances = list(instances)
         self.params = params
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.cue = conditioning(cue) if isinstance(cue, str) else cue
         self.input_size = (params.input_width, params.input_height)
         self.aspect = params.input_width / params.input_height
         self.codec = HeatmapCodec.for_input(params.input_width, params.input_height, params.sigma,
@@ -145,11 +181,12 @@ class TopDownDataset(Dataset):
         names = coco.category["keypoints"]
         self.flip_pairs = flip_pairs_from_names(names)
         self.upper = upper_body_mask(names)
+        crowd = train and self.cue.uses_crowd_training
         self.other_boxes: list[list[tuple[float, ...]]] | None = None
-        if train and other_boxes and params.other_box_prob > 0:
+        if crowd and params.other_box_prob > 0:
             self.other_boxes = overlapping_boxes(coco, self.instances)
         self.neighbours: list[np.ndarray | None] | None = None
-        if train and other_boxes and params.paired_cues:
+        if crowd and params.paired_cues:
             self.neighbours = nearest_neighbours(coco, self.instances)
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,7 +215,7 @@ class TopDownDataset(Dataset):
             center = np.array([width - center[0] - 1, center[1]])
         return center, size, rot, flip
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...] | Any:
+    def __getitem__(self, index: int) -> Sample | tuple[Sample, Sample]:
         inst = self.instances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image = read_image(self.coco.image_path(inst.image_id))
@@ -197,25 +234,30 @@ class TopDownDataset(Dataset):
                               flags=cv2.INTER_LINEAR)
         joints = transform_points(kpts[:, :2], m)
         target, weight = self._encode(joints, kpts[:, 2] > 0)
-        cue_xy = self._cue_point(rng, inst, joints, weight, m)
-        tensor = image_tensor(crop)
         meta = {
             "index": index, "image_id": inst.image_id, "score": float(inst.score),
             "center": center.astype(np.float32), "size": size.astype(np.float32),
-            "rotation": rot, "flip": flip, "cue": cue_xy.astype(np.float32),
+            "rotation": rot, "flip": flip,
         }
-        cue = torch.from_numpy(cue_map(cue_xy, self.input_size, self.params.cue_sigma))
+        sample: Sample = {"image": image_tensor(crop), "target": torch.from_numpy(target),
+                          "target_weight": torch.from_numpy(weight), "meta": meta}
+        self._add_cue(sample, self._cue_point(rng, inst, joints, weight, m))
         if self.neighbours is None:
-            return tensor, torch.from_numpy(target), torch.from_numpy(weight), cue, meta
-        target2, weight2, cue2 = self._pair(rng, index, inst, joints, weight, m, flip, width)
-        return (torch.stack([tensor, tensor]), torch.stack([torch.from_numpy(target), target2]),
-                torch.stack([torch.from_numpy(weight), weight2]), torch.stack([cue, cue2]), meta)
+            return sample
+        return sample, self._pair(rng, index, inst, joints, weight, m, flip, width, sample)
+
+    def _add_cue(self, sample: Sample, point: np.ndarray | None) -> None:
+        """Render the cue at ``point`` (input pixels) into ``sample`` (no cue: nothing)."""
+        cue = self.cue.render(point, self.input_size, self.params.cue_sigma)
+        if cue is not None and point is not None:
+            sample["cue"] = torch.from_numpy(cue)
+            sample["meta"]["cue"] = point.astype(np.float32)
 
     def _pair(self, rng: np.random.Generator, index: int, inst: Instance, joints: np.ndarray,
-              weight: np.ndarray, m: np.ndarray, flip: bool,
-              width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The second sample of a paired item: target, weight and cue map of the neighbour
-        (or of the target again; see the class docstring)."""
+              weight: np.ndarray, m: np.ndarray, flip: bool, width: int,
+              first: Sample) -> Sample:
+        """The second sample of a paired item: the same crop with the target, weight and cue
+        of the neighbour (or of the target again; see the class docstring)."""
         assert self.neighbours is not None
         other = self.neighbours[index]
         pts, vis = joints, weight[:, 0] > 0
@@ -229,9 +271,11 @@ class TopDownDataset(Dataset):
             if int((inside & (other[:, 2] == 2)).sum()) > PAIR_MIN_JOINTS:
                 pts, vis = moved, inside
         target, weight2 = self._encode(pts, vis)
-        cue_xy = self._cue_point(rng, inst, pts, weight2, m)
-        cue = cue_map(cue_xy, self.input_size, self.params.cue_sigma)
-        return torch.from_numpy(target), torch.from_numpy(weight2), torch.from_numpy(cue)
+        second: Sample = {"image": first["image"], "target": torch.from_numpy(target),
+                          "target_weight": torch.from_numpy(weight2),
+                          "meta": dict(first["meta"])}
+        self._add_cue(second, self._cue_point(rng, inst, pts, weight2, m))
+        return second
 
     def _encode(self, joints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Target (J, h, w), or (hops, J, h, w) with coarse-to-fine hops, and weight (J, 1)."""
@@ -256,14 +300,9 @@ class TopDownDataset(Dataset):
         return (center, size) if int(inside.sum()) >= OTHER_BOX_MIN_JOINTS else own
 
     def _cue_point(self, rng: np.random.Generator, inst: Instance, joints: np.ndarray,
-                   weight: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """Cue position in input pixels."""
+                   weight: np.ndarray, m: np.ndarray) -> np.ndarray | None:
+        """The cue's point in input pixels, drawn by the cue type (None: no cue)."""
         if self.train:
-            candidates = np.flatnonzero(weight[:, 0] > 0)
-            if len(candidates) == 0:
-                return np.array(self.input_size, dtype=np.float64) * 0.5
-            j = candidates[rng.integers(len(candidates))]
-            return joints[j] + rng.normal(0.0, self.params.cue_jitter, 2)
-        if inst.cue is None:
-            return np.array(self.input_size, dtype=np.float64) * 0.5
-        return transform_points(np.asarray(inst.cue, dtype=np.float64), m)
+            return self.cue.train_point(rng, joints, weight, self.input_size,
+                                        self.params.cue_jitter)
+        return self.cue.eval_point(inst.cue, m, self.input_size)

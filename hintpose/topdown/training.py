@@ -26,20 +26,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from hintpose.config import (
-    EvalParams,
-    ModelParams,
-    PoseParams,
-    PoseTrainParams,
-)
+from hintpose.config import PoseDataParams, PoseTrainParams
 from hintpose.data.coco import CocoPersons
 from hintpose.engine import Schedule, Task, TrainResult, fit, mean_over
 from hintpose.errors import DataError
 from hintpose.io import file_digest
 from hintpose.models.hintpose import HintPose, joints_mse_loss
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime, worker_init
-from hintpose.topdown.cue_probe import probe_row
-from hintpose.topdown.samples import Instance, TopDownDataset, training_instances
+from hintpose.topdown.cue_probe import ProbeSettings, probe_row
+from hintpose.topdown.samples import Instance, TopDownDataset, collate, training_instances
+from hintpose.topdown.spec import ModelSpec
 from hintpose.topdown.val_ap import ValAP
 from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone
 
@@ -47,35 +43,8 @@ from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone
 #: validation losses of different models compare.
 VAL_SEED = 0
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def model_hops(pose: PoseParams, model: ModelParams) -> int:
-    """Number of outputs: ``pose.hops`` for a recurrent model, else one."""
-    return pose.hops if model.recurrent else 1
-
-
-def model_config(pose: PoseParams, model: ModelParams, coco: CocoPersons) -> dict[str, Any]:
-    """What inference needs to rebuild the network and prepare its inputs (``model.json``)."""
-    d = pose.data
-    return {
-        "width": pose.width,
-        "modules": list(pose.modules),
-        "blocks": pose.blocks,
-        "init": pose.init,
-        "instance_cue": model.instance_cue,
-        "recurrent": model.recurrent,
-        "hops": model_hops(pose, model),
-        "num_joints": coco.num_joints,
-        "input_width": d.input_width,
-        "input_height": d.input_height,
-        "sigma": d.sigma,
-        "target": d.target,
-        "cue_sigma": d.cue_sigma,
-        "box_padding": d.box_padding,
-        "keypoint_names": list(coco.category["keypoints"]),
-        "seed": model.seed,
-    }
+#: A training batch: hintpose.topdown.samples.BATCH_KEYS -> stacked tensors.
+Batch = dict[str, torch.Tensor]
 
 
 def select_training_instances(coco: CocoPersons, max_samples: int, seed: int) -> list[Instance]:
@@ -161,30 +130,22 @@ class _EpochDataset(Dataset):
         return self.dataset[index]
 
 
-def _collate(items: list[tuple[Any, ...]]) -> Batch:
-    """Stack image, target, target weight and cue (paired items, with a leading pair axis,
-    are concatenated: a batch of B pairs holds 2B samples); the meta dicts are not needed."""
-    join = torch.cat if items[0][0].dim() == 4 else torch.stack
-    return tuple(join([it[k] for it in items]) for k in range(4))  # type: ignore[return-value]
-
-
 def _loader(dataset: Dataset, sampler: Sampler | range, batch_size: int, workers: int,
             device: torch.device) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=_collate, pin_memory=device.type == "cuda",
+                      collate_fn=collate, pin_memory=device.type == "cuda",
                       persistent_workers=workers > 0,
                       worker_init_fn=worker_init if workers > 0 else None)
 
 
-def forward_losses(net: nn.Module, batch: Batch, rt: Runtime,
-                   instance_cue: bool) -> list[torch.Tensor]:
-    """Per-hop JointsMSELoss (fp32) of one batch; their sum is the training loss."""
-    images, target, weight, cue = batch
-    target = target.to(rt.device, non_blocking=True)
-    weight = weight.to(rt.device, non_blocking=True)
-    cue_in = rt.images(cue) if instance_cue else None
+def forward_losses(net: nn.Module, batch: Batch, rt: Runtime) -> list[torch.Tensor]:
+    """Per-hop JointsMSELoss (fp32) of one batch; their sum is the training loss. The cue
+    goes in when the batch has one (samples of a model with a cue input)."""
+    target = batch["target"].to(rt.device, non_blocking=True)
+    weight = batch["target_weight"].to(rt.device, non_blocking=True)
+    cue_in = rt.images(batch["cue"]) if "cue" in batch else None
     with rt.autocast():
-        outputs = net(rt.images(images), cue_in)
+        outputs = net(rt.images(batch["image"]), cue_in)
     per_hop = target.dim() == 5  # coarse-to-fine: (N, hops, J, h, w)
     return [joints_mse_loss([out.float()], target[:, h] if per_hop else target, weight)
             for h, out in enumerate(outputs)]
@@ -193,14 +154,48 @@ def forward_losses(net: nn.Module, batch: Batch, rt: Runtime,
 @dataclasses.dataclass(frozen=True)
 class Curves:
     """What a pose model measures after every epoch, besides its losses: the GT-box AP of a
-    few val images (``val_ap``) and, for cue models, the cue probe (``probe``: its settings,
-    ``probe.cue_probe_pairs`` pairs), with the model's ``config``; heatmaps pass through
-    ``heatmap_file``."""
+    few val images (``val_ap``) and, for cue models, the cue probe (``probe``); heatmaps pass
+    through ``heatmap_file``."""
 
     val_ap: ValAP | None
-    probe: EvalParams | None
-    config: dict[str, Any]
+    probe: ProbeSettings | None
     heatmap_file: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseData:
+    """What a pose model trains on: the train split, the val split of its validation loss and
+    learning curves (None: none), and the crop settings ``pose.data``."""
+
+    train: CocoPersons
+    val: CocoPersons | None
+    params: PoseDataParams
+
+
+@dataclasses.dataclass(frozen=True)
+class StartedModel:
+    """A network before training, with its description and the digest of the weights it
+    starts from (empty: a random init)."""
+
+    net: HintPose
+    spec: ModelSpec
+    init_digest: str = ""
+
+
+def start_model(spec: ModelSpec, init: Path | None = None,
+                cue_init: Path | None = None) -> StartedModel:
+    """The network of ``spec``, seeded with ``spec.seed``: its backbone from the HRNet
+    checkpoint ``init`` and its additions from zero, so it starts as that HRNet; a cue model
+    given ``cue_init`` (the pretrain stage's cue branch) starts from it instead. A missing or
+    mismatched file is a ConfigError naming it."""
+    torch.manual_seed(spec.seed)
+    net = spec.build()
+    if spec.conditioning.takes_input and cue_init is not None:
+        load_cue_init(net, cue_init)
+        init = cue_init
+    elif init is not None:
+        load_pretrained_backbone(net, init)
+    return StartedModel(net, spec, file_digest(init) if init is not None else "")
 
 
 class PoseTask(Task):
@@ -208,25 +203,24 @@ class PoseTask(Task):
 
     name = "pose"
 
-    def __init__(self, train_coco: CocoPersons, val_coco: CocoPersons | None,
-                 instances: Sequence[Instance], pose: PoseParams, tp: PoseTrainParams,
-                 model: ModelParams, rt: Runtime, info: DistInfo, hops: int,
+    def __init__(self, data: PoseData, instances: Sequence[Instance], tp: PoseTrainParams,
+                 spec: ModelSpec, rt: Runtime, info: DistInfo,
                  curves: Curves | None = None) -> None:
-        self.rt, self.info, self.hops, self.cue = rt, info, hops, model.instance_cue
-        self.curves = curves
-        self.train_ds = TopDownDataset(train_coco, instances, pose.data, train=True,
-                                       seed=model.seed, other_boxes=model.instance_cue, hops=hops)
+        self.rt, self.info, self.spec, self.curves = rt, info, spec, curves
+        self.val_coco = data.val
+        self.train_ds = TopDownDataset(data.train, instances, data.params, train=True,
+                                       seed=spec.seed, cue=spec.conditioning, hops=spec.hops)
         self.sampler = _EpochSampler(DistributedSampler(
             range(len(instances)), num_replicas=info.world_size, rank=info.rank, shuffle=True,
-            seed=model.seed))
+            seed=spec.seed))
         self.loader = _loader(_EpochDataset(self.train_ds), self.sampler, tp.batch_size,
                               tp.workers, rt.device)
         self.val_loader = None
-        self.val_coco = val_coco
-        if val_coco is not None:
-            val_inst = validation_instances(val_coco, tp.val_samples)[info.rank::info.world_size]
+        if data.val is not None:
+            val_inst = validation_instances(data.val, tp.val_samples)[info.rank::info.world_size]
             if val_inst or info.distributed:
-                val_ds = TopDownDataset(val_coco, val_inst, pose.data, train=False, seed=VAL_SEED)
+                val_ds = TopDownDataset(data.val, val_inst, data.params, train=False,
+                                        seed=VAL_SEED, cue=spec.conditioning)
                 self.val_loader = _loader(val_ds, range(len(val_ds)), tp.batch_size, tp.workers,
                                           rt.device)
 
@@ -237,13 +231,17 @@ class PoseTask(Task):
 
     def losses(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor,
                                                             dict[str, torch.Tensor]]:
-        hops = forward_losses(net, batch, self.rt, self.cue)
+        hops = forward_losses(net, batch, self.rt)
         return torch.stack(hops).sum(), {f"train_loss_hop{h + 1}": v
                                          for h, v in enumerate(hops)}
 
+    def count(self, batch: Batch) -> int:
+        return int(batch["image"].shape[0])
+
     def row(self, means: dict[str, float]) -> dict[str, float]:
-        hops = list(means.values())
-        return {"train_loss": sum(hops), **(means if self.hops > 1 else {})}
+        hops = [means[f"train_loss_hop{h + 1}"] for h in range(self.spec.hops)]
+        per_hop = {f"train_loss_hop{h + 1}": v for h, v in enumerate(hops)}
+        return {"train_loss": sum(hops), **(per_hop if self.spec.hops > 1 else {})}
 
     @torch.no_grad()
     def validate(self, net: nn.Module) -> dict[str, float]:
@@ -251,76 +249,58 @@ class PoseTask(Task):
         if self.val_loader is not None:
             net.eval()
             row["val_loss"] = mean_over(
-                ((float(forward_losses(net, batch, self.rt, self.cue)[-1]), batch[0].shape[0])
+                ((float(forward_losses(net, batch, self.rt)[-1]), batch["image"].shape[0])
                  for batch in self.val_loader), self.info, self.rt.device)
         c = self.curves
         if c is not None and c.val_ap is not None:
-            *earlier, row["val_AP"] = c.val_ap.per_hop(net, c.config, self.rt, c.heatmap_file)
+            *earlier, row["val_AP"] = c.val_ap.per_hop(net, self.spec, self.rt, c.heatmap_file)
             row.update({f"val_AP_hop{h + 1}": ap for h, ap in enumerate(earlier)})
         if c is not None and c.probe is not None and self.val_coco is not None:
-            row.update(probe_row(net, c.config, self.val_coco, c.heatmap_file, c.probe, self.rt))
+            row.update(probe_row(net, self.spec, self.val_coco, c.heatmap_file, c.probe,
+                                 self.rt))
         return row
 
 
-def _fingerprint(config: dict[str, Any], pose: PoseParams, tp: PoseTrainParams, digest: str,
-                 init: str) -> dict[str, Any]:
+def _fingerprint(spec: ModelSpec, data: PoseDataParams, tp: PoseTrainParams, digest: str,
+                 init_digest: str) -> dict[str, Any]:
     """Everything that decides the trained weights (a checkpoint resumes only when equal)."""
-    return {**config, "data": dataclasses.asdict(pose.data), "train": dataclasses.asdict(tp),
-            "init": init, "instances": digest}
+    return {**spec.to_json(), "data": dataclasses.asdict(data), "train": dataclasses.asdict(tp),
+            "init_weights": init_digest, "instances": digest}
 
 
-def train_pose_model(
-    train_coco: CocoPersons, val_coco: CocoPersons | None, pose: PoseParams,
-    model: ModelParams, rt: Runtime, checkpoint: Path | None = None, *,
-    schedule: PoseTrainParams | None = None, info: DistInfo = SINGLE_PROCESS,
-    progress: bool = True, on_epoch_end: Any = None, init: str | Path | None = None,
-    init_key: str = "pose.pretrained", cue_init: str | Path | None = None,
-) -> TrainResult:
-    """Train one pose model with HRNet's recipe (see the module docstring) and the
-    ``schedule`` (default ``pose.train``) on ``rt`` through :func:`hintpose.engine.fit`.
+def _curves(model: StartedModel, data: PoseData, tp: PoseTrainParams,
+            checkpoint: Path | None) -> Curves | None:
+    """The learning curves of ``tp`` (val AP, the cue probe), or None when it asks for none."""
+    probes = model.spec.conditioning.probe and tp.probe_pairs > 0
+    if data.val is None or not (tp.val_images > 0 or probes):
+        return None
+    heat = (checkpoint.parent / "val_ap_heatmaps.npy" if checkpoint is not None else
+            Path(tempfile.gettempdir()) / f"hintpose-val-ap-{os.getpid()}.npy")
+    batch, decoder = tp.batch_size * 4, model.spec.decoder
+    return Curves(
+        ValAP(data.val, tp.val_images, VAL_SEED, decoder, batch) if tp.val_images else None,
+        ProbeSettings(pairs=tp.probe_pairs, decoder=decoder, batch_size=batch)
+        if probes else None, heat)
 
-    The backbone starts from the HRNet checkpoint ``init`` (named by the parameter
-    ``init_key`` in errors; default: ``pose.pretrained``, if set), the HintPose additions
-    from zero, so the model starts as that HRNet. A cue model given ``cue_init`` (the cue
-    branch's :data:`CUE_WEIGHTS`) starts from it instead. ``checkpoint`` is the engine's
-    resumable ``last.pt``."""
-    tp = schedule if schedule is not None else pose.train
-    instances = select_training_instances(train_coco, tp.max_samples, model.seed)
-    config = model_config(pose, model, train_coco)
-    if init is None and pose.pretrained:
-        init = pose.pretrained
-    torch.manual_seed(model.seed)
-    net = HintPose.from_config(config)
-    if model.instance_cue and cue_init is not None:
-        load_cue_init(net, cue_init)
-        init = cue_init
-    elif init is not None:
-        load_pretrained_backbone(net, init, init_key)
-    fingerprint = _fingerprint(config, pose, tp, instances_digest(instances),
-                               file_digest(init) if init is not None else "")
 
-    net.to(device=rt.device, memory_format=rt.memory_format)
-    curves = None
-    probes = model.instance_cue and tp.probe_pairs > 0
-    if val_coco is not None and (tp.val_images > 0 or probes):
-        decoder = "dark" if pose.data.target == "unbiased" else "hrnet"
-        heat = (checkpoint.parent / "val_ap_heatmaps.npy" if checkpoint is not None else
-                Path(tempfile.gettempdir()) / f"hintpose-val-ap-{os.getpid()}.npy")
-        batch = tp.batch_size * 4
-        curves = Curves(
-            ValAP(val_coco, tp.val_images, VAL_SEED, decoder, batch) if tp.val_images else None,
-            EvalParams(decoder=decoder, batch_size=batch, workers=0, flip_test=False,
-                       cue_probe_pairs=tp.probe_pairs) if probes else None,
-            config, heat)
-    task = PoseTask(train_coco, val_coco, instances, pose, tp, model, rt, info, config["hops"],
-                    curves)
+def train_pose_model(model: StartedModel, data: PoseData, schedule: PoseTrainParams,
+                     rt: Runtime, checkpoint: Path | None = None, *,
+                     info: DistInfo = SINGLE_PROCESS, progress: bool = True,
+                     on_epoch_end: Any = None) -> TrainResult:
+    """Train ``model`` (see :func:`start_model`) with HRNet's recipe (the module docstring)
+    and ``schedule`` on ``rt`` through :func:`hintpose.engine.fit`; ``checkpoint`` is the
+    engine's resumable ``last.pt``. The result's config is the ``model.json`` record."""
+    spec, tp = model.spec, schedule
+    instances = select_training_instances(data.train, tp.max_samples, spec.seed)
+    fingerprint = _fingerprint(spec, data.params, tp, instances_digest(instances),
+                               model.init_digest)
+    net = model.net.to(device=rt.device, memory_format=rt.memory_format)
+    task = PoseTask(data, instances, tp, spec, rt, info, _curves(model, data, tp, checkpoint))
     # A recurrent model with one hop never uses its feedback blocks.
     fitted = fit(net, task, Schedule(tp.epochs, tp.lr, tp.lr_steps, tp.lr_factor,
                                      fused_adam=rt.device.type in ("cpu", "cuda"),
                                      added_lr_mult=tp.added_lr_mult),
                  rt.device, checkpoint, fingerprint, info=info, progress=progress,
                  on_epoch_end=on_epoch_end,
-                 find_unused_parameters=config["recurrent"] and config["hops"] == 1)
-    return TrainResult(net, config, fitted.log, fitted.resumed_epochs)
-
-
+                 find_unused_parameters=spec.recurrent and spec.hops == 1)
+    return TrainResult(net, spec.to_json(), fitted.log, fitted.resumed_epochs)

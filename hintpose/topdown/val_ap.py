@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hintpose.config import EvalParams
 from hintpose.data.coco import CocoPersons
 from hintpose.runtime import Runtime, current_dist
 from hintpose.scoring.evaluation import coco_keypoint_eval
-from hintpose.topdown.inference import run_inference
+from hintpose.topdown.inference import PredictSettings, run_inference
 from hintpose.topdown.outputs import InferenceRun
+from hintpose.topdown.postprocess import PostSettings
+from hintpose.topdown.spec import ModelSpec
 
 
 class ValAP:
@@ -47,18 +48,18 @@ class ValAP:
             j = rng.choice(np.flatnonzero(kpts[:, 2] > 0))
             self.boxes.append({"image_id": p["image_id"], "bbox": list(p["clean_bbox"]),
                                "score": 1.0, "cues": [[kpts[j, 0], kpts[j, 1], 1.0]]})
-        self.params = EvalParams(decoder=decoder, batch_size=batch_size, workers=0,
-                                 flip_test=False)
+        self.predict = PredictSettings(batch_size=batch_size, decoder=decoder)
+        self.post = PostSettings(sigmas=coco.sigmas, category_id=coco.category["id"])
 
-    def __call__(self, net: torch.nn.Module, config: dict[str, Any], rt: Runtime,
+    def __call__(self, net: torch.nn.Module, spec: ModelSpec, rt: Runtime,
                  heatmap_file: Path) -> float:
         """AP (0-100) of ``net`` (every rank of a process group calls this; all get it)."""
-        return self.per_hop(net, config, rt, heatmap_file)[-1]
+        return self.per_hop(net, spec, rt, heatmap_file)[-1]
 
-    def per_hop(self, net: torch.nn.Module, config: dict[str, Any], rt: Runtime,
+    def per_hop(self, net: torch.nn.Module, spec: ModelSpec, rt: Runtime,
                 heatmap_file: Path) -> list[float]:
-        """AP (0-100) of every hop of ``net`` (``config["hops"]`` of them, the last last)."""
-        hops = int(config.get("hops", 1))
+        """AP (0-100) of every hop of ``net`` (``spec.hops`` of them, the last last)."""
+        hops = spec.hops
         if not self.boxes:
             return [float("nan")] * hops
         heatmap_file.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +67,8 @@ class ValAP:
         was_training = net.training
         net.eval()
         try:
-            run = run_inference(net, config, self.coco, self.boxes, "val AP boxes",
-                                heatmap_file, self.params, rt, hop_files)
+            run = run_inference(net, spec, self.coco, self.boxes, "val AP boxes", heatmap_file,
+                                rt, self.predict, self.post, hop_files)
         finally:
             net.train(was_training)
         aps = [float("nan")] * hops
