@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,11 +29,13 @@ from hintpose.runtime import Runtime, bf16_supported
 from hintpose.topdown.training import forward_losses
 
 
-def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
-            batch: int = 16, warmup: int = 2, iters: int = 5, cue: str = "none",
-            layout: tuple[tuple[int, ...], int] = (OFFICIAL_MODULES, OFFICIAL_BLOCKS)) -> float:
-    """Images per second of training steps of one HintPose configuration; ``size`` is (W, H),
-    ``layout`` the HRNet (modules per stage, blocks per branch)."""
+def make_step(width: int, size: tuple[int, int], bf16: bool, channels_last: bool,
+              hops: int = 1, batch: int = 16, cue: str = "none",
+              layout: tuple[tuple[int, ...], int] = (OFFICIAL_MODULES, OFFICIAL_BLOCKS),
+              compile: bool = False) -> tuple[Callable[[], None], int]:
+    """One training step (the engine's: forward, pose loss, backward, Adam) of a HintPose
+    configuration on a fixed random batch, and the batch size; ``size`` is (W, H),
+    ``layout`` the HRNet (modules per stage, blocks per branch), ``compile`` torch.compile."""
     torch.manual_seed(0)
     recurrent = hops > 1
     net = HintPose(width, cue, recurrent, hops=hops if recurrent else 1,
@@ -40,13 +43,7 @@ def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, 
     rt = Runtime(torch.device("cpu"), bf16=bf16, channels_last=channels_last)
     net.to(memory_format=rt.memory_format).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
-
-    def step() -> None:  # the engine's step (hintpose.engine.fit) on the pose loss
-        loss = torch.stack(forward_losses(net, data, rt)).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    model = torch.compile(net) if compile else net
     w, h = size
     joints = 17
     data = {"image": torch.randn(batch, 3, h, w),
@@ -54,6 +51,21 @@ def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, 
             "target_weight": torch.ones(batch, joints, 1)}
     if cue != "none":
         data["cue"] = torch.rand(batch, 1, h, w)
+
+    def step() -> None:
+        loss = torch.stack(forward_losses(model, data, rt)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, batch
+
+
+def measure(width: int, size: tuple[int, int], bf16: bool, channels_last: bool, hops: int = 1,
+            batch: int = 16, warmup: int = 2, iters: int = 5, cue: str = "none",
+            layout: tuple[tuple[int, ...], int] = (OFFICIAL_MODULES, OFFICIAL_BLOCKS)) -> float:
+    """Images per second of training steps of one HintPose configuration (:func:`make_step`)."""
+    step, batch = make_step(width, size, bf16, channels_last, hops, batch, cue, layout)
     for _ in range(warmup):
         step()
     times = []

@@ -8,7 +8,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -191,9 +190,8 @@ PARAMS_CASES = {
 @pytest.mark.parametrize("case", sorted(PARAMS_CASES))
 def test_bad_params_are_one_short_error(case: str, tmp_path: Path) -> None:
     edit, text, message = PARAMS_CASES[case]
-    t0 = time.perf_counter()
     line = run_prepare(tmp_path, coco_files(tmp_path), edit_params=edit, params_text=text)
-    assert time.perf_counter() - t0 < 30 and len(line) < 300, line[:300]
+    assert len(line) < 300, line[:300]
     if message is None:  # the bomb: refused before it is expanded
         message = (f"error: {tmp_path / 'params.yaml'}: its YAML expands to more than 100,000 "
                    "values (aliases of aliases: an alias bomb?); write the values out")
@@ -239,11 +237,11 @@ def test_scoring_names_the_results_file_and_checks_the_category(tmp_path: Path) 
         score_results(gt, [{**result, "image_id": 99}], "m", "det", "results_det.json")
 
 
-def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
-    """A 17-joint model on CrowdPose's 14 joints: one message naming both, before any work."""
-    from hintpose.config import ModelParams, PoseParams
+def run_infer_on(model_json: dict, tmp_path: Path) -> tuple[Path, str]:
+    """The infer stage on a model folder whose ``model.json`` is ``model_json`` (and the
+    CrowdPose sample as val split): (model folder, the last line of stderr); the stage must
+    fail with one line and write nothing."""
     from hintpose.data.coco import write_manifest
-    from hintpose.topdown.spec import ModelSpec
 
     crowdpose = ROOT / "tests/data/realdata/mmpose_crowdpose/test_crowdpose.json"
     dataset = tmp_path / "dataset"
@@ -252,8 +250,7 @@ def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
                              "val": (str(crowdpose), str(tmp_path))}, "coco")
     model = tmp_path / "models" / "coco17"
     model.mkdir(parents=True)
-    spec = ModelSpec.from_params(PoseParams(), ModelParams(), person_category()["keypoints"])
-    (model / "model.json").write_text(json.dumps(spec.to_json()))
+    (model / "model.json").write_text(json.dumps(model_json))
     (tmp_path / "det.json").write_text("[]")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "stages/infer.py"), "--params",
@@ -261,10 +258,48 @@ def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
          "--detections", str(tmp_path / "det.json"), "--out", str(tmp_path / "infer"),
          "--details", str(tmp_path / "details.json")], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "infer").exists() and not (tmp_path / "details.json").exists()
+    return model, proc.stderr.strip().splitlines()[-1]
+
+
+def coco_model_json() -> dict:
+    from hintpose.config import ModelParams, PoseParams
+    from hintpose.topdown.spec import ModelSpec
+
+    return ModelSpec.from_params(PoseParams(), ModelParams(),
+                                 person_category()["keypoints"]).to_json()
+
+
+def test_infer_refuses_a_model_of_other_joints(tmp_path: Path) -> None:
+    """A 17-joint model on CrowdPose's 14 joints: one message naming both, before any work."""
+    model, line = run_infer_on(coco_model_json(), tmp_path)
     assert line.startswith(f"error: {model}: the model predicts 17 joints (nose, ") and (
         "test_crowdpose.json has 14 (left_shoulder" in line), line
-    assert not (tmp_path / "infer").exists() and not (tmp_path / "details.json").exists()
+
+
+MODEL_JSON_CASES = {
+    # name: (change to a valid model.json (None: remove the key), the error after the file)
+    "no keypoint_names": ({"keypoint_names": None},
+                          "not a pose model description (missing keypoint_names; retrain the "
+                          "model)"),
+    "empty keypoint_names": ({"keypoint_names": []},
+                             "keypoint_names must be a non-empty list of joint names, got '[]'"),
+    "width 100000": ({"width": 100000}, "width must be an integer in [1, 256], got '100000'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_JSON_CASES))
+def test_infer_refuses_a_bad_model_json_before_building_a_network(case: str,
+                                                                   tmp_path: Path) -> None:
+    change, message = MODEL_JSON_CASES[case]
+    record = coco_model_json()
+    for key, value in change.items():
+        if value is None:
+            del record[key]
+        else:
+            record[key] = value
+    model, line = run_infer_on(record, tmp_path)
+    assert line == f"error: {model / 'model.json'}: {message}"
 
 
 DEMO_CASES = {
@@ -285,13 +320,12 @@ DEMO_CASES = {
 def test_the_demo_refuses_bad_images_before_any_work(case: str, tmp_path: Path) -> None:
     size, out, message = DEMO_CASES[case]
     png_claiming(tmp_path / "in.png", *size)
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hintpose.report.demo", str(tmp_path / "in.png"),
                            "--out", str(tmp_path / out), "--params", str(ROOT / "params.yaml")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == message.format(tmp=tmp_path)
-    assert time.perf_counter() - t0 < 60 and not (tmp_path / out).exists()
+    assert not (tmp_path / out).exists()
 
 
 def test_the_demo_writes_png_when_out_has_no_suffix(tmp_path: Path) -> None:

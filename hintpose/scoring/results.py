@@ -3,9 +3,9 @@
 A *result set* is one list of COCO keypoint results: a pose model (or the ensemble, or the
 ensemble refined by PoseFix) run on detector boxes (``det``) or GT boxes (``gt``). Its scores
 become one row of ``RESULT_COLUMNS``, the machine-readable source of every table. The report's
-table groups rows by method: a model's row comes from its ``instance_cue`` / ``recurrent``
-settings, never from its name, and a method with several models (two seeds) shows the mean and
-the spread of their scores.
+table groups rows by method: a model's row comes from whether it takes a cue (``cue`` other
+than ``none``) and is ``recurrent``, never from its name, and a method with several models
+(two seeds) shows the mean and the spread of their scores.
 """
 
 from __future__ import annotations
@@ -48,20 +48,20 @@ SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", "ic" + CUE_
 CUE_AWARE_SUMMARY_MODES = ("det",)
 
 
-def method_of(name: str, instance_cue: bool | None = None, recurrent: bool | None = None,
+def method_of(name: str, takes_cue: bool | None = None, recurrent: bool | None = None,
               cue_aware: bool = False) -> str:
-    """The table row of a result set: the ensemble stages by name, a pose model by its
-    ``instance_cue`` / ``recurrent`` settings (which must then be given) and by the
-    protocol its results were scored with (``cue_aware``: cue models only)."""
+    """The table row of a result set: the ensemble stages by name, a pose model by whether it
+    ``takes_cue`` and is ``recurrent`` (which must then be given) and by the protocol its
+    results were scored with (``cue_aware``: cue models only)."""
     if name == ENSEMBLE:
         return "Ensemble"
     if name == ENSEMBLE_POSEFIX:
         return "Ensemble + PoseFix"
-    if instance_cue is None or recurrent is None:
+    if takes_cue is None or recurrent is None:
         raise ValueError(f"result set {name!r} is neither an ensemble nor a known pose model")
-    if cue_aware and not instance_cue:
+    if cue_aware and not takes_cue:
         raise ValueError(f"result set {name!r}: cue-aware scoring needs a cue model")
-    return TABLE_ROWS[int(instance_cue) + 2 * int(recurrent)] + (CUE_AWARE_LABEL
+    return TABLE_ROWS[int(takes_cue) + 2 * int(recurrent)] + (CUE_AWARE_LABEL
                                                                  if cue_aware else "")
 
 
