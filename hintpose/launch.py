@@ -1,9 +1,9 @@
-"""Run one script as several local processes of a DDP group (``pose.train.procs``, ``eval.procs``).
+"""Run one script as several local processes of a DDP group (``runtime.procs``).
 
 On a CPU, two single-threaded processes that each train on half of a batch keep both cores
 busy, where one two-threaded process leaves them waiting on each other between HRNet's many
-small ops (``benchmarks/train_procs.py`` on this 2-core machine: 62.4 instead of 37.4
-images/s). On GPUs it is one process per GPU, as ``torchrun --nproc_per_node`` would start.
+small ops (measured by ``benchmarks/train_procs.py``: docs/sizing.md). On GPUs it is one
+process per GPU, as ``torchrun --nproc_per_node`` would start.
 
 :func:`launch_local` starts the copies with torchrun's environment (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so
