@@ -19,17 +19,26 @@ from typing import TYPE_CHECKING, Any
 from hintpose.errors import DataError
 from hintpose.topdown.codec import TARGETS, HeatmapCodec
 from hintpose.topdown.conditioning import CUE_KINDS, Conditioning, conditioning
-from hintpose.topdown.params import PoseDataParams
+from hintpose.topdown.params import PoseDataParams, PoseParams
 
 if TYPE_CHECKING:
     from hintpose.config import ModelParams
     from hintpose.models.hintpose import HintPose
-    from hintpose.topdown.params import PoseParams
+
+
+
+def _upper(cls: type, name: str) -> int:
+    """The ``max`` of a settings field: a model.json holds what params could have made."""
+    return int(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["max"])
+
 
 #: Upper bounds a description is checked against before any network is built (a model.json
-#: of width 100000 would otherwise take all memory before its weights are even read).
-LIMITS = {"width": 256, "hops": 16, "num_joints": 1000, "input_width": 4096,
-          "input_height": 4096, "blocks": 64, "modules": 64}
+#: of width 100000 would otherwise take all memory before its weights are even read): the
+#: bounds of the params that made it (hintpose.topdown.params), and at most 1000 joints.
+LIMITS = {"width": _upper(PoseParams, "width"), "hops": _upper(PoseParams, "hops"),
+          "blocks": _upper(PoseParams, "blocks"), "modules": _upper(PoseParams, "modules"),
+          "input_width": _upper(PoseDataParams, "input_width"),
+          "input_height": _upper(PoseDataParams, "input_height"), "num_joints": 1000}
 
 
 @dataclass(frozen=True)
