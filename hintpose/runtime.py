@@ -75,13 +75,28 @@ class Runtime:
     @classmethod
     def create(cls, device: torch.device, bf16: bool, channels_last: bool,
                announce: bool = True) -> Runtime:
-        """bf16 only where the device has fast bf16 kernels; ``announce`` prints a note when
-        ``runtime.bf16`` is on but cannot pay here."""
+        """bf16 only where the device has fast bf16 kernels; ``announce`` prints the path
+        chosen (once per stage: its main process) and a note when ``runtime.bf16`` is on but
+        cannot pay here."""
         fast = bf16 and bf16_supported(device)
         if bf16 and not fast and announce:
             print(f"note: runtime.bf16 has no effect: no fast bf16 kernels on {device} (a CPU "
                   "needs AVX-512); running in fp32", flush=True)
-        return cls(device, fast, channels_last)
+        rt = cls(device, fast, channels_last)
+        if announce:
+            print(f"runtime: {rt.describe()}", flush=True)
+        return rt
+
+    def describe(self) -> str:
+        """The execution path in one line: device and CPU kind, numerics, memory format,
+        processes and threads (docs/sizing.md "Execution paths per CPU kind")."""
+        kind = (f"cpu {torch.backends.cpu.get_cpu_capability()}" if self.device.type == "cpu"
+                else str(self.device))
+        procs = int(os.environ.get("WORLD_SIZE", "1"))
+        return (f"{kind}, {'bf16 autocast' if self.bf16 else 'fp32'}, "
+                f"{'channels_last' if self.channels_last else 'contiguous'}, "
+                f"{procs} process{'es' if procs > 1 else ''} x {torch.get_num_threads()} "
+                f"thread{'s' if torch.get_num_threads() > 1 else ''}")
 
     @property
     def memory_format(self) -> torch.memory_format:

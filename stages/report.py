@@ -4,7 +4,7 @@
   detection box (of ``--cues``) whose first two cues lie on two different persons of the most
   crowded image: for each cue, the crop, the heatmaps and the skeleton.
 - ``<out>/training_curves.png``: training and validation losses of every trained network (the
-  dvclive folders under ``--logs``: ``pretrain`` (and its cue branch ``pretrain_cue``),
+  dvclive folders under ``--logs``: ``pretrain`` (and its branches ``pretrain_cue``, ...),
   ``train/<model>`` for each of ``models``,
   ``detector``, ``multiposenet``, ``posefix``; the pose networks share a panel).
 - ``<out>/learning_curves.png``: each network's accuracy after every epoch (pose: GT-box AP of
@@ -61,8 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     coco = load_split(args.dataset, "val")
-    branch = ({"pose@pretrain_cue": args.logs / "pretrain_cue"}
-              if params.pose.pretrain.epochs and params.pose.pretrain.cue_epochs else {})
+    pre = params.pose.pretrain
+    branch = ({f"pose@pretrain_{name}": args.logs / f"pretrain_{name}" for name in pre.branches}
+              if pre.epochs and pre.cue_epochs else {})
     logs = read_logs({"pose@pretrain": args.logs / "pretrain", **branch,
                       **{f"pose@{m}": args.logs / "train" / m for m in params.models},
                       **{net: args.logs / net for net in ("detector", "multiposenet", "posefix")}})

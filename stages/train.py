@@ -1,8 +1,9 @@
 """Stage train@<model>: fine-tune one top-down pose model (HRNet recipe); resumable, DDP.
 
 ``--model NAME`` trains the entry NAME of ``models``; its backbone starts from ``--init`` (the
-pretrain stage's HRNet, default ``pose.pretrained``) and a cue model from ``--cue-init`` (the
-pretrain stage's cue branch) when ``pose.pretrain.cue_epochs`` > 0. It writes ``<out>/model.pt``
+pretrain stage's HRNet, default ``pose.pretrained``), or, when ``pose.pretrain.cue_epochs`` >
+0 and ``pose.pretrain.branches`` has a branch of its kind, from that branch's weights in
+``--branches`` (the pretrain stage's folder; hintpose.topdown.pretraining.branch_for). It writes ``<out>/model.pt``
 (state dict), ``<out>/model.json`` (hintpose.topdown.spec.ModelSpec) and the per-epoch dvclive
 log ``--log-dir``; ``<checkpoints>/last.pt`` lets a killed run continue. With ``runtime.procs``
 > 1 the stage checks its inputs, then reruns itself as that many DDP processes
@@ -17,6 +18,7 @@ from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError, DataError
 from hintpose.launch import in_process_group, launch_local, threads_per_process
+from hintpose.topdown.params import BRANCH_WEIGHTS, branch_for
 
 
 def main() -> None:
@@ -25,9 +27,9 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=None,
                     help="HRNet weights the backbone starts from (the pretrain stage's "
                          "hrnet.pt); default: pose.pretrained")
-    ap.add_argument("--cue-init", type=Path, default=None,
-                    help="the pretrain stage's cue branch (cue.pt): cue models start from it "
-                         "when pose.pretrain.cue_epochs > 0")
+    ap.add_argument("--branches", type=Path, default=None,
+                    help="the pretrain stage's folder of branch weights (cue.pt, "
+                         "recurrent.pt, cue_recurrent.pt)")
     args = ap.parse_args()
     params = load_params(args.params)
     if args.model not in params.models:
@@ -40,12 +42,14 @@ def main() -> None:
         key = "--init" if args.init else "pose.pretrained"
         raise DataError(f"{init}: initial HRNet weights not found ({key}; run the pretrain "
                         "stage)")
-    cue_init = None
-    if model.cue != "none" and params.pose.pretrain.cue_epochs > 0 and args.cue_init:
-        cue_init = args.cue_init
-        if not cue_init.is_file():
-            raise DataError(f"{cue_init}: cue-branch weights not found (run the pretrain "
-                            "stage; pose.pretrain.cue_epochs > 0 writes them)")
+    branch_init = None
+    pre = params.pose.pretrain
+    kind = branch_for(model.cue, model.recurrent, pre.branches) if pre.cue_epochs else None
+    if kind is not None and args.branches is not None:
+        branch_init = args.branches / BRANCH_WEIGHTS[kind]
+        if not branch_init.is_file():
+            raise DataError(f"{branch_init}: {kind}-branch weights not found (run the pretrain "
+                            f"stage; pose.pretrain.branches holds {kind!r})")
     train, val = load_split(args.dataset, "train"), load_split(args.dataset, "val")
     rp = params.runtime
     if rp.procs > 1 and not in_process_group():
@@ -61,7 +65,7 @@ def main() -> None:
         rt = from_params(rp, info.local_rank, announce=info.is_main)
         spec = ModelSpec.from_params(params.pose, model, train.category["keypoints"], args.model)
         ckpt = args.checkpoints / CHECKPOINT
-        result = train_pose_model(start_model(spec, init, cue_init),
+        result = train_pose_model(start_model(spec, init, branch_init),
                                   PoseData(train, val, params.pose.data), params.pose.train, rt,
                                   ckpt, info=info)
         if info.is_main:

@@ -26,12 +26,17 @@ def test_bf16_only_where_the_device_has_fast_kernels(
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)  # an AVX2-only CPU
     rt = Runtime.create(cpu, bf16=True, channels_last=True)
     assert not rt.bf16 and rt.channels_last
-    assert "note: runtime.bf16 has no effect" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: runtime.bf16 has no effect" in out
+    assert "runtime: cpu" in out and ", fp32, channels_last, " in out  # the path, printed once
     assert not Runtime.create(cpu, bf16=True, channels_last=False, announce=False).bf16
     assert capsys.readouterr().out == ""
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)  # AVX-512 BF16
     fast = Runtime.create(cpu, bf16=True, channels_last=False)
-    assert fast.bf16 and capsys.readouterr().out == ""
+    kind = torch.backends.cpu.get_cpu_capability()
+    assert fast.bf16 and capsys.readouterr().out == (
+        f"runtime: cpu {kind}, bf16 autocast, contiguous, 1 process x "
+        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}\n")
     assert not Runtime.create(cpu, bf16=False, channels_last=False).bf16  # off stays off
 
 

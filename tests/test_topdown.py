@@ -303,3 +303,69 @@ def test_inference_cue_on_given_point(coco) -> None:
     assert np.hypot(peak[1] - expected[0], peak[0] - expected[1]) <= 0.75
     np.testing.assert_allclose(ds[1]["meta"]["cue"], [24, 32])  # no cue: the crop center
     assert meta["score"] == pytest.approx(0.9) and meta["image_id"] == 5
+
+
+def test_center_jitter_moves_training_crops_like_a_detector(pair) -> None:
+    """center_jitter: training crops move off the box centre by up to 2 std (box widths,
+    heights), every model alike; 0, 0 (the default) keeps HRNet's centred crops."""
+    still = PoseDataParams(input_width=48, input_height=64, rotation_prob=0.0, half_body_prob=0.0,
+                           flip=False, scale_factor=0.0, paired_cues=False)
+    moved = replace(still, center_jitter=(0.2, 0.1))
+    instances = training_instances(pair)
+    box = instances[0].bbox
+    own, _ = box_to_center_size(box, 0.75, still.box_padding)
+    offsets = []
+    for epoch in range(30):
+        ds = TopDownDataset(pair, instances, moved, train=True, seed=0)
+        ds.set_epoch(epoch)
+        offsets.append((ds[0]["meta"]["center"] - own) / np.asarray(box[2:4]))
+        fixed = TopDownDataset(pair, instances, still, train=True, seed=0)
+        fixed.set_epoch(epoch)
+        np.testing.assert_allclose(fixed[0]["meta"]["center"], own)
+    off = np.abs(np.array(offsets))
+    assert off[:, 0].max() <= 0.4 + 1e-6 and off[:, 1].max() <= 0.2 + 1e-6
+    assert off[:, 0].mean() > 0.05 and off[:, 1].mean() > 0.02
+
+
+def test_pair_probability_and_neighbour_weight(pair) -> None:
+    """pair_prob 0: the second sample of a pair is the target again; neighbour_weight scales
+    the neighbour's joint weights while its cue still lands on the neighbour."""
+    base = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
+                          half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=True)
+    instances = training_instances(pair)
+    never = TopDownDataset(pair, instances, replace(base, pair_prob=0.0), train=True, cue="point")
+    first, second = never[0]
+    assert torch.equal(first["target"], second["target"])
+    full = TopDownDataset(pair, instances, base, train=True, cue="point")[0][1]
+    half = TopDownDataset(pair, instances, replace(base, neighbour_weight=0.5), train=True,
+                          cue="point")[0][1]
+    assert torch.equal(full["target"], half["target"])
+    np.testing.assert_allclose(half["target_weight"].numpy(), full["target_weight"].numpy() * 0.5)
+    np.testing.assert_allclose(half["meta"]["cue"], full["meta"]["cue"])
+    zero = TopDownDataset(pair, instances, replace(base, neighbour_weight=0.0), train=True,
+                          cue="point")[0][1]
+    assert zero["target_weight"].sum() == 0
+    np.testing.assert_allclose(zero["meta"]["cue"], full["meta"]["cue"])  # still cued there
+
+
+def test_recurrent_samples_carry_their_feedback_corruption(pair) -> None:
+    """feedback_corrupt: a recurrent model's training samples draw which fed-back joints are
+    moved (kind 1) or swapped with their mirror twin (kind 2, only joints that have one),
+    deterministically; other models, one-hop models and inference draw nothing."""
+    params = PoseDataParams(input_width=48, input_height=64, paired_cues=False,
+                            feedback_corrupt=0.5, feedback_shift=(2.0, 3.0))
+    instances = training_instances(pair)
+    ds = TopDownDataset(pair, instances, params, train=True, seed=3, hops=3)
+    plans = torch.stack([ds[i]["feedback"] for i in range(3)])
+    assert plans.shape == (3, 17, 3)
+    assert torch.equal(plans, torch.stack([ds[i]["feedback"] for i in range(3)]))
+    kind, radius = plans[..., 0], plans[..., 1:].norm(dim=-1)
+    assert {0.0, 1.0, 2.0} <= set(kind.unique().tolist())
+    assert (kind[:, 0] != 2).all()  # the nose has no twin
+    assert ((radius[kind == 1] >= 2.0 - 1e-5) & (radius[kind == 1] <= 3.0 + 1e-5)).all()
+    for other in (TopDownDataset(pair, instances, params, train=True, hops=1),
+                  TopDownDataset(pair, instances, params, train=False, hops=3),
+                  TopDownDataset(pair, instances, replace(params, feedback_corrupt=0.0),
+                                 train=True, hops=3)):
+        assert "feedback" not in other[0]
+    assert collate([ds[0], ds[1]])["feedback"].shape == (2, 17, 3)

@@ -41,7 +41,7 @@ from hintpose.topdown.training import (
     train_pose_model,
     validation_instances,
 )
-from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone, save_backbone
+from hintpose.topdown.weights import load_branch_init, load_pretrained_backbone, save_backbone
 from hintpose.trainlog import read_log, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,9 +420,9 @@ def test_pretrained_hrnet_is_every_models_start(splits, tmp_path: Path) -> None:
     pose = tiny_pose(epochs=1)
     pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "seed": 5,
                                                         "cue_epochs": 0}))
-    pre, branch = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, None,
-                                    progress=False)
-    assert len(pre.log) == 1 and pre.config["cue"] == "none" and branch is None
+    pre, branches = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, None,
+                                      progress=False)
+    assert len(pre.log) == 1 and pre.config["cue"] == "none" and branches == {}
     path = tmp_path / "hrnet.pt"
     save_backbone(path, pre.model)
 
@@ -460,13 +460,18 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
     pose = replace(pose, data=replace(pose.data, paired_cues=True),
                    pretrain=PosePretrainParams(**{**asdict(pose.train), "epochs": 1,
                                                   "cue_epochs": 2, "probe_pairs": 4,
-                                                  "val_images": 0}))
+                                                  "val_images": 0,
+                                                  "branches": ("cue", "recurrent")}))
     schedule = branch_schedule(pose.pretrain)
     assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (2, pytest.approx(1e-3), (0.5,))
     ckpt = tmp_path / "ckpt" / CHECKPOINT
-    pre, branch = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, ckpt,
-                                    progress=False)
-    assert branch is not None and branch.config["cue"] == "point"
+    pre, branches = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, ckpt,
+                                      progress=False)
+    assert set(branches) == {"cue", "recurrent"}
+    branch, rec = branches["cue"], branches["recurrent"]
+    assert branch.config["cue"] == "point" and not branch.config["recurrent"]
+    assert rec.config["cue"] == "none" and rec.config["recurrent"]
+    assert "train_loss_hop2" in rec.log[0] and len(rec.log) == 2
     assert pre.config["cue"] == "none" and [r["epoch"] for r in pre.log] == [1, 2, 3]
     assert [r["lr"] for r in branch.log] == pytest.approx([1e-3, 1e-4])
     assert [r["lr"] for r in pre.log[1:]] == pytest.approx([1e-3, 1e-4])  # the same schedule
@@ -476,17 +481,27 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
     torch.save(branch.model.state_dict(), cue_file)
 
     net = spec_of(branch.config, recurrent=True, hops=2).build()
-    load_cue_init(net, cue_file)
+    load_branch_init(net, cue_file)
     image, cue = torch.randn(2, 3, 64, 48), torch.rand(2, 1, 64, 48)
     with torch.no_grad():
         assert torch.allclose(net.eval()(image, cue)[-1], branch.model.eval()(image, cue)[0],
                               atol=1e-6)
     plain = tmp_path / "hrnet.pt"
     save_backbone(plain, pre.model)
-    with pytest.raises(ConfigError, match="hrnet.pt: does not fit this cue model"):
-        load_cue_init(net, plain)
+    with pytest.raises(ConfigError, match="hrnet.pt: does not fit this model"):
+        load_branch_init(net, plain)
     with pytest.raises(ConfigError, match="this model has no cue"):
-        load_cue_init(spec_of(pre.config).build(), cue_file)
+        load_branch_init(spec_of(pre.config).build(), cue_file)
+    # the recurrent branch starts an R.R. model exactly (feedback blocks included)
+    rec_file = tmp_path / "recurrent.pt"
+    torch.save(rec.model.state_dict(), rec_file)
+    rr = spec_of(rec.config).build()
+    load_branch_init(rr, rec_file)
+    with torch.no_grad():
+        assert all(torch.allclose(a, b) for a, b in zip(rr.eval()(image), rec.model.eval()(image),
+                                                        strict=True))
+    with pytest.raises(ConfigError, match="nope.pt: branch weights not found"):
+        load_branch_init(rr, tmp_path / "nope.pt")
 
 
 class _Oracle(torch.nn.Module):
@@ -536,3 +551,24 @@ def test_branches_without_a_pretraining_are_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"pretrain.cue_epochs \(2\) needs pretrain.epochs > 0"):
         PoseParams(pretrain=PosePretrainParams(epochs=0, cue_epochs=2))
     PoseParams(pretrain=PosePretrainParams(epochs=0, cue_epochs=0))  # the report's start
+
+
+def test_recurrent_model_trains_on_corrupted_detached_weighted_feedback(splits) -> None:
+    """feedback_corrupt, feedback_detach and hop_weights: a recurrent model trains on them
+    (the logged loss is the weighted sum it minimises), deterministically; a one-hop model
+    ignores them."""
+    train, _ = splits
+    base = tiny_pose(epochs=1)
+    data = replace(base.data, feedback_corrupt=0.5, feedback_detach=True, hop_weights=(0.25, 1.0))
+    pose = replace(base, data=data)
+    runs = [fit_model(train, None, pose, ModelParams(recurrent=True), CPU, progress=False)
+            for _ in range(2)]
+    row = runs[0].log[0]
+    assert row["train_loss"] == pytest.approx(0.25 * row["train_loss_hop1"]
+                                              + row["train_loss_hop2"])
+    assert states_equal(runs[0].model, runs[1].model)
+    plain = fit_model(train, None, base, ModelParams(recurrent=True), CPU, progress=False)
+    assert not states_equal(plain.model, runs[0].model)
+    single = fit_model(train, None, pose, ModelParams(), CPU, progress=False)
+    same = fit_model(train, None, base, ModelParams(), CPU, progress=False)
+    assert states_equal(single.model, same.model)

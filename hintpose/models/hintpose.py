@@ -15,6 +15,7 @@ its ``backbone`` gives exactly the HRNet output (at every hop).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -114,7 +115,10 @@ class HintPose(nn.Module):
                 raise ValueError(f"HintPose: cue must be (N, {c}, H, W) = {(n, c, h, w)}, "
                                  f"got {tuple(cue.shape)}")
 
-    def forward(self, image: Tensor, cue: Tensor | None = None) -> list[Tensor]:
+    def forward(self, image: Tensor, cue: Tensor | None = None,
+                feedback: Callable[[Tensor], Tensor] | None = None) -> list[Tensor]:
+        """Every hop's heatmaps; ``feedback`` (training only, hintpose.topdown.feedback) maps a
+        hop's heatmaps to what the next hop is given (None: the heatmaps themselves)."""
         self._check_inputs(image, cue)
         net = self.backbone
         x = net.stem(image)
@@ -124,7 +128,8 @@ class HintPose(nn.Module):
         outputs = [net.head(features)]
         if self.hint_block is not None and self.update_block is not None:
             for _ in range(self.hops - 1):
-                hint = self.hint_block(outputs[-1])
+                fed = outputs[-1] if feedback is None else feedback(outputs[-1])
+                hint = self.hint_block(fed)
                 update = self.update_block(torch.cat([features, hint.to(features.dtype)], 1))
                 outputs.append(net.head(features + update))
         return outputs

@@ -112,11 +112,11 @@ def plot_learning_curves(logs: Mapping[str, pd.DataFrame], path: Path) -> None:
     pre_minutes = float(minutes_axis(pre).iloc[-1]) if has_pre else 0.0
 
     def start_of(family: str, name: str) -> float:
-        """Pose models continue the pretraining; the cue branch starts where the plain branch
-        does (its last epochs in ``pose@pretrain``'s log)."""
+        """Pose models continue the pretraining; a branch starts where the plain branch does
+        (its last epochs in ``pose@pretrain``'s log)."""
         if family not in ("pose", "cue") or name == "pose@pretrain" or not has_pre:
             return 0.0
-        if name == "pose@pretrain_cue":
+        if name.startswith("pose@pretrain_"):
             start = len(pre) - len(logs[name])
             return float(minutes_axis(pre).iloc[start - 1]) if start > 0 else 0.0
         return pre_minutes

@@ -16,6 +16,22 @@ from hintpose.settings import sub as _sub
 #: repeated here so that validating params never imports torch; a test keeps them equal).
 HRNET_MODULES: tuple[int, int, int] = (1, 4, 3)
 HRNET_BLOCKS = 4
+#: The pretraining's branches (``pose.pretrain.branches``): name -> (cue type, recurrent),
+#: and the file of each in the pretrain stage's folder (a HintPose state dict).
+BRANCHES: dict[str, tuple[str, bool]] = {"cue": ("point", False), "recurrent": ("none", True),
+                                         "cue_recurrent": ("point", True)}
+BRANCH_WEIGHTS = {name: f"{name}.pt" for name in BRANCHES}
+
+
+def branch_for(cue: str, recurrent: bool, branches: tuple[str, ...]) -> str | None:
+    """The branch a model of this kind starts from (None: the plain HRNet): a cue +
+    recurrent model from ``cue_recurrent``, else from ``cue``; a cue model from ``cue``; a
+    recurrent model without a cue from ``recurrent``."""
+    if cue != "none":
+        kinds = ("cue_recurrent", "cue") if recurrent else ("cue",)
+    else:
+        kinds = ("recurrent",) if recurrent else ()
+    return next((k for k in kinds if k in branches), None)
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,30 @@ class PoseDataParams:
     #: targets for recurrent models, one factor per hop (``pose.hops`` of them): hop h is
     #: trained on Gaussians of ``sigma`` x factor h, so the later hops have a job, to sharpen.
     hop_sigma_scales: tuple[float, ...] = field(default=(), metadata={"gt": 0, "max": 100})
+    #: Beyond the report (empty: the report, every hop's loss weighted 1): recurrent models'
+    #: loss weight per hop (``pose.hops`` of them), e.g. MSPN's (0.25, 0.5, 1): the later hops
+    #: carry the loss, hop 1 may leave errors for them.
+    hop_weights: tuple[float, ...] = field(default=(), metadata={"min": 0, "max": 100})
+    #: Beyond the report (false: the report): recurrent models feed each hop's heatmaps back
+    #: without their gradient (Iterative Error Feedback, AlphaFold's recycling).
+    feedback_detach: bool = False
+    #: Beyond the report (0: the report): in training, each joint's fed-back heatmap is
+    #: corrupted with this probability, as errors the later hops learn to fix: moved by
+    #: ``feedback_shift`` heatmap pixels (a jitter) or, for a joint with a mirror twin, swapped
+    #: with it (an inversion), half the time each (hintpose.topdown.feedback).
+    feedback_corrupt: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    feedback_shift: tuple[float, float] = field(default=(1.5, 4.0),
+                                                metadata={"min": 0, "max": 100})
+    #: Beyond the report (1: the report's paired training as MIPNet): with paired cues, the
+    #: probability that a crop's second sample is cued on the neighbour (else on the target
+    #: again), and the loss weight of the neighbour's joints.
+    pair_prob: float = field(default=1.0, metadata={"min": 0, "max": 1})
+    neighbour_weight: float = field(default=1.0, metadata={"min": 0, "max": 1})
+    #: Beyond the report (0, 0: HRNet's crops, centred on the box): std of a training crop's
+    #: centre offset in box widths and heights (clipped at 2 std), as a detector's boxes err
+    #: (the committed detector on a dev split: 0.14, 0.06; benchmarks/box_errors.py).
+    center_jitter: tuple[float, float] = field(default=(0.0, 0.0), metadata={"min": 0,
+                                                                            "max": 1})
     box_padding: float = field(default=1.25, metadata={"min": 1.0, "max": 100})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.
@@ -101,6 +141,12 @@ class PosePretrainParams(PoseTrainParams):
     #: block's lr x ``added_lr_mult``). Cue models start from the copy, the others from the
     #: plain HRNet: every model has had the same number of pretraining steps.
     cue_epochs: int = field(default=2, metadata={"min": 0, "max": lim.MAX_EPOCHS})
+    #: The branches trained for ``cue_epochs`` next to the plain one, each the start of the
+    #: models of its kind: ``cue`` (the cue models; I.C.+R.R. too when there is no
+    #: ``cue_recurrent``), ``recurrent`` (R.R.: beyond the report, their feedback blocks learn
+    #: in the branch) and ``cue_recurrent`` (I.C.+R.R.). Models of a kind without a branch
+    #: start from the plain HRNet.
+    branches: tuple[str, ...] = ("cue", "recurrent", "cue_recurrent")
     seed: int = field(default=0, metadata={"min": 0, "max": lim.MAX_SEED})
 
 
@@ -132,10 +178,23 @@ class PoseParams:
             raise ConfigError(f"pretrain.cue_epochs ({self.pretrain.cue_epochs}) needs "
                               "pretrain.epochs > 0: the branches continue a pretraining (with "
                               "pretrain.epochs 0 set cue_epochs to 0 as well)")
+        branches = self.pretrain.branches
+        unknown = [b for b in branches if b not in BRANCHES]
+        if unknown or len(set(branches)) != len(branches):
+            raise ConfigError(f"pretrain.branches must be distinct names of {', '.join(BRANCHES)}, "
+                              f"got {list(branches)}")
         scales = self.data.hop_sigma_scales
         if scales and len(scales) != self.hops:
             raise ConfigError(f"data.hop_sigma_scales gives {len(scales)} factors; hops is "
                               f"{self.hops} (one factor per hop, or none)")
+        weights = self.data.hop_weights
+        if weights and (len(weights) != self.hops or not any(weights)):
+            raise ConfigError(f"data.hop_weights gives {len(weights)} weights; hops is "
+                              f"{self.hops} (one weight per hop, not all 0, or none)")
+        shift = self.data.feedback_shift
+        if shift[0] > shift[1]:
+            raise ConfigError(f"data.feedback_shift must be [low, high] with low <= high, got "
+                              f"{list(shift)}")
         official = (HRNET_MODULES, HRNET_BLOCKS)
         if self.pretrained and (tuple(self.modules), self.blocks) != official:
             raise ConfigError(f"modules {list(self.modules)} and blocks {self.blocks} must be the "

@@ -36,6 +36,7 @@ from hintpose.data.transforms import (
 )
 from hintpose.topdown.codec import HeatmapCodec
 from hintpose.topdown.conditioning import Conditioning, conditioning
+from hintpose.topdown.feedback import mirror_twins
 
 #: Another person's box frames a training crop (``other_box_prob``) when it overlaps the
 #: target's box at least this much and holds at least this many of its labeled joints.
@@ -53,6 +54,8 @@ class Sample(TypedDict, total=False):
     - ``target``: heatmap targets (J, h, w), or (hops, J, h, w) with coarse-to-fine hops;
     - ``target_weight``: (J, 1), 0 for joints without a target;
     - ``cue``: the rendered cue (C, H, W) (hintpose.topdown.conditioning);
+    - ``feedback``: a recurrent model's corruption of its fed-back heatmaps in training
+      (J, 3): per joint a kind (hintpose.topdown.feedback) and a shift (dx, dy), heatmap px;
     - ``meta``: ``index``, ``image_id``, ``score``, crop ``center`` and ``size`` (image
       pixels), ``rotation``, ``flip`` and (with a cue) ``cue``, its point in input pixels.
     """
@@ -61,11 +64,12 @@ class Sample(TypedDict, total=False):
     target: torch.Tensor
     target_weight: torch.Tensor
     cue: torch.Tensor
+    feedback: torch.Tensor
     meta: dict[str, Any]
 
 
 #: The keys :func:`collate` stacks into a training batch.
-BATCH_KEYS = ("image", "target", "target_weight", "cue")
+BATCH_KEYS = ("image", "target", "target_weight", "cue", "feedback")
 
 
 def collate(items: Sequence[Sample | tuple[Sample, ...]]) -> dict[str, torch.Tensor]:
@@ -154,8 +158,12 @@ class TopDownDataset(Dataset):
     (:func:`nearest_neighbours`; target: the neighbour, its joints outside the crop weighted
     0), or, when no more than PAIR_MIN_JOINTS of the neighbour's visible joints lie in the
     crop, on the target again with a fresh cue. The same pixels must then give two different
-    poses, so the cue cannot be ignored. A paired item is a tuple of the two samples. At
-    inference a detection box holding several people gets one cue per person.
+    poses, so the cue cannot be ignored (``pair_prob`` < 1: the neighbour only that often;
+    ``neighbour_weight``: its joints' loss weight). A paired item is a tuple of the two
+    samples. At inference a detection box holding several people gets one cue per person.
+    ``center_jitter`` moves training crops off the box centre as a detector's boxes are, and
+    a recurrent model's samples (``hops`` > 1) carry the corruption of its fed-back heatmaps
+    (``feedback_corrupt``; applied by hintpose.topdown.feedback).
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
@@ -180,6 +188,10 @@ class TopDownDataset(Dataset):
             for f in params.hop_sigma_scales] if train and hops > 1 else []
         names = coco.category["keypoints"]
         self.flip_pairs = flip_pairs_from_names(names)
+        #: Fed-back heatmaps corrupted in training (``feedback_corrupt``): each joint's
+        #: mirror twin (itself when it has none), the joints an inversion may take.
+        self.corrupt = params.feedback_corrupt if train and hops > 1 else 0.0
+        self.twins = np.asarray(mirror_twins(names))
         self.upper = upper_body_mask(names)
         crowd = train and self.cue.uses_crowd_training
         self.other_boxes: list[list[tuple[float, ...]]] | None = None
@@ -197,8 +209,12 @@ class TopDownDataset(Dataset):
         return len(self.instances)
 
     def _augment(self, rng: np.random.Generator, kpts: np.ndarray, center: np.ndarray,
-                 size: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, float, bool]:
+                 size: np.ndarray, width: int,
+                 box: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float, bool]:
         p = self.params
+        if any(p.center_jitter):  # a detector's centre error, in box widths and heights
+            move = np.clip(rng.standard_normal(2), -2, 2) * np.asarray(p.center_jitter)
+            center = center + move * np.asarray(box[2:4], np.float64)
         if (int((kpts[:, 2] > 0).sum()) > p.half_body_min_joints
                 and rng.random() < p.half_body_prob):
             half = half_body_crop(kpts, self.upper, self.aspect, rng)
@@ -225,7 +241,8 @@ class TopDownDataset(Dataset):
         center, size = self._frame(rng, index, kpts)
         rot, flip = 0.0, False
         if self.train:
-            center, size, rot, flip = self._augment(rng, kpts, center, size, width)
+            center, size, rot, flip = self._augment(rng, kpts, center, size, width,
+                                                    inst.bbox)
         if flip:
             image = image[:, ::-1]
             kpts = flip_keypoints(kpts, width, self.flip_pairs)
@@ -242,6 +259,7 @@ class TopDownDataset(Dataset):
         sample: Sample = {"image": image_tensor(crop), "target": torch.from_numpy(target),
                           "target_weight": torch.from_numpy(weight), "meta": meta}
         self._add_cue(sample, self._cue_point(rng, inst, joints, weight, m))
+        self._add_feedback(rng, sample)
         if self.neighbours is None:
             return sample
         return sample, self._pair(rng, index, inst, joints, weight, m, flip, width, sample)
@@ -252,6 +270,22 @@ class TopDownDataset(Dataset):
         if cue is not None and point is not None:
             sample["cue"] = torch.from_numpy(cue)
             sample["meta"]["cue"] = point.astype(np.float32)
+
+    def _add_feedback(self, rng: np.random.Generator, sample: Sample) -> None:
+        """Draw which fed-back joints a training sample's later hops see corrupted (kind
+        1: moved by a shift of ``feedback_shift`` pixels in a random direction; 2: replaced
+        by the mirror twin's heatmap, for joints with one); nothing without corruption."""
+        if not self.corrupt:
+            return
+        n = len(self.twins)
+        hit = rng.random(n) < self.corrupt
+        kind = np.where(rng.random(n) < 0.5, 1, 2)
+        kind[(kind == 2) & (self.twins == np.arange(n))] = 1
+        low, high = self.params.feedback_shift
+        radius, angle = rng.uniform(low, high, n), rng.uniform(0, 2 * np.pi, n)
+        plan = np.stack([np.where(hit, kind, 0), radius * np.cos(angle),
+                         radius * np.sin(angle)], 1)
+        sample["feedback"] = torch.from_numpy(plan.astype(np.float32))
 
     def _pair(self, rng: np.random.Generator, index: int, inst: Instance, joints: np.ndarray,
               weight: np.ndarray, m: np.ndarray, flip: bool, width: int,
@@ -268,13 +302,18 @@ class TopDownDataset(Dataset):
             moved = transform_points(other[:, :2], m)
             inside = ((other[:, 2] > 0) & (moved[:, 0] >= 0) & (moved[:, 0] < w)
                       & (moved[:, 1] >= 0) & (moved[:, 1] < h))
-            if int((inside & (other[:, 2] == 2)).sum()) > PAIR_MIN_JOINTS:
+            enough = int((inside & (other[:, 2] == 2)).sum()) > PAIR_MIN_JOINTS
+            if enough and (self.params.pair_prob >= 1 or rng.random() < self.params.pair_prob):
                 pts, vis = moved, inside
         target, weight2 = self._encode(pts, vis)
+        loss_weight = weight2
+        if pts is not joints and self.params.neighbour_weight != 1:
+            loss_weight = weight2 * np.float32(self.params.neighbour_weight)
         second: Sample = {"image": first["image"], "target": torch.from_numpy(target),
-                          "target_weight": torch.from_numpy(weight2),
+                          "target_weight": torch.from_numpy(loss_weight),
                           "meta": dict(first["meta"])}
         self._add_cue(second, self._cue_point(rng, inst, pts, weight2, m))
+        self._add_feedback(rng, second)
         return second
 
     def _encode(self, joints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 Recipe (official HRNet ``w32_256x192``): Adam without weight decay, step decay of the lr by
 ``lr_factor`` at fractions ``lr_steps`` of the schedule, JointsMSELoss with target weights,
-summed over the hops of a recurrent model; the validation loss is that of the last hop.
+summed over the hops of a recurrent model (``pose.data.hop_weights``: weighted; its feedback
+as hintpose.topdown.feedback says); the validation loss is that of the last hop.
 
 Everything that decides the result comes from seeds: the model init (``torch.manual_seed``),
 the training subset (``max_samples``), the shuffle order (a generator seeded from (seed,
@@ -34,10 +35,11 @@ from hintpose.io import file_digest
 from hintpose.models.hintpose import HintPose, joints_mse_loss
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime, worker_init
 from hintpose.topdown.cue_probe import ProbeSettings, probe_row
+from hintpose.topdown.feedback import FeedbackTraining
 from hintpose.topdown.samples import Instance, TopDownDataset, collate, training_instances
 from hintpose.topdown.spec import ModelSpec
 from hintpose.topdown.val_ap import ValAP
-from hintpose.topdown.weights import load_cue_init, load_pretrained_backbone
+from hintpose.topdown.weights import load_branch_init, load_pretrained_backbone
 
 #: Seed of the validation subset and its cues: the same for every model, so that the
 #: validation losses of different models compare.
@@ -138,14 +140,17 @@ def _loader(dataset: Dataset, sampler: Sampler | range, batch_size: int, workers
                       worker_init_fn=worker_init if workers > 0 else None)
 
 
-def forward_losses(net: nn.Module, batch: Batch, rt: Runtime) -> list[torch.Tensor]:
-    """Per-hop JointsMSELoss (fp32) of one batch; their sum is the training loss. The cue
-    goes in when the batch has one (samples of a model with a cue input)."""
+def forward_losses(net: nn.Module, batch: Batch, rt: Runtime,
+                   feedback: FeedbackTraining | None = None) -> list[torch.Tensor]:
+    """Per-hop JointsMSELoss (fp32) of one batch; their (weighted) sum is the training loss.
+    The cue goes in when the batch has one (samples of a model with a cue input); a recurrent
+    model's hops are fed as ``feedback`` says (training; None: the report's clean feedback)."""
     target = batch["target"].to(rt.device, non_blocking=True)
     weight = batch["target_weight"].to(rt.device, non_blocking=True)
     cue_in = rt.images(batch["cue"]) if "cue" in batch else None
+    fed = feedback.transform(batch.get("feedback")) if feedback is not None else None
     with rt.autocast():
-        outputs = net(rt.images(batch["image"]), cue_in)
+        outputs = net(rt.images(batch["image"]), cue_in, fed)
     per_hop = target.dim() == 5  # coarse-to-fine: (N, hops, J, h, w)
     return [joints_mse_loss([out.float()], target[:, h] if per_hop else target, weight)
             for h, out in enumerate(outputs)]
@@ -183,16 +188,17 @@ class StartedModel:
 
 
 def start_model(spec: ModelSpec, init: Path | None = None,
-                cue_init: Path | None = None) -> StartedModel:
+                branch_init: Path | None = None) -> StartedModel:
     """The network of ``spec``, seeded with ``spec.seed``: its backbone from the HRNet
-    checkpoint ``init`` and its additions from zero, so it starts as that HRNet; a cue model
-    given ``cue_init`` (the pretrain stage's cue branch) starts from it instead. A missing or
+    checkpoint ``init`` and its additions from zero, so it starts as that HRNet; given
+    ``branch_init`` (the pretrain stage's branch of its kind,
+    hintpose.topdown.pretraining.branch_for) it starts from that instead. A missing or
     mismatched file is a ConfigError naming it."""
     torch.manual_seed(spec.seed)
     net = spec.build()
-    if spec.conditioning.takes_input and cue_init is not None:
-        load_cue_init(net, cue_init)
-        init = cue_init
+    if branch_init is not None:
+        load_branch_init(net, branch_init)
+        init = branch_init
     elif init is not None:
         load_pretrained_backbone(net, init)
     return StartedModel(net, spec, file_digest(init) if init is not None else "")
@@ -207,6 +213,13 @@ class PoseTask(Task):
                  spec: ModelSpec, rt: Runtime, info: DistInfo,
                  curves: Curves | None = None) -> None:
         self.rt, self.info, self.spec, self.curves = rt, info, spec, curves
+        recurrent = spec.hops > 1
+        self.feedback = (FeedbackTraining.of(data.params, spec.keypoint_names)
+                         if recurrent else None)
+        weights = data.params.hop_weights
+        #: Per-hop loss weights (None: each 1, the report's sum).
+        self.hop_weights = (torch.tensor(weights, device=rt.device)
+                            if recurrent and weights else None)
         self.val_coco = data.val
         self.train_ds = TopDownDataset(data.train, instances, data.params, train=True,
                                        seed=spec.seed, cue=spec.conditioning, hops=spec.hops)
@@ -231,9 +244,10 @@ class PoseTask(Task):
 
     def losses(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor,
                                                             dict[str, torch.Tensor]]:
-        hops = forward_losses(net, batch, self.rt)
-        return torch.stack(hops).sum(), {f"train_loss_hop{h + 1}": v
-                                         for h, v in enumerate(hops)}
+        hops = forward_losses(net, batch, self.rt, self.feedback)
+        stacked = torch.stack(hops)
+        total = (stacked if self.hop_weights is None else stacked * self.hop_weights).sum()
+        return total, {f"train_loss_hop{h + 1}": v for h, v in enumerate(hops)}
 
     def count(self, batch: Batch) -> int:
         return int(batch["image"].shape[0])
@@ -241,7 +255,9 @@ class PoseTask(Task):
     def row(self, means: dict[str, float]) -> dict[str, float]:
         hops = [means[f"train_loss_hop{h + 1}"] for h in range(self.spec.hops)]
         per_hop = {f"train_loss_hop{h + 1}": v for h, v in enumerate(hops)}
-        return {"train_loss": sum(hops), **(per_hop if self.spec.hops > 1 else {})}
+        weights = self.hop_weights.tolist() if self.hop_weights is not None else [1.0] * len(hops)
+        total = sum(w * v for w, v in zip(weights, hops, strict=True))
+        return {"train_loss": total, **(per_hop if self.spec.hops > 1 else {})}
 
     @torch.no_grad()
     def validate(self, net: nn.Module) -> dict[str, float]:
