@@ -12,6 +12,7 @@ run that needs terabytes or years.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import reprlib
 import types
@@ -195,9 +196,10 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         name = unknown[0] if isinstance(unknown[0], str) else shown(unknown[0])
-        raise ConfigError(
-            f"{_join(where, name)} is not a known key (known: {', '.join(fields)})"
-        )
+        close = difflib.get_close_matches(str(name), list(fields), n=3)
+        known = (f"did you mean {' or '.join(close)}?" if close else
+                 f"known: {', '.join(list(fields)[:12])}{', ...' if len(fields) > 12 else ''}")
+        raise ConfigError(f"{_join(where, name)} is not a known key ({known})")
     kwargs = {}
     for name, f in fields.items():
         key = _join(where, name)
