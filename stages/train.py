@@ -3,11 +3,12 @@
 ``--model NAME`` trains the entry NAME of ``models``; its backbone starts from ``--init`` (the
 pretrain stage's HRNet, default ``pose.pretrained``), or, when ``pose.pretrain.cue_epochs`` >
 0 and ``pose.pretrain.branches`` has a branch of its kind, from that branch's weights in
-``--branches`` (the pretrain stage's folder; hintpose.topdown.pretraining.branch_for). It writes ``<out>/model.pt``
-(state dict), ``<out>/model.json`` (hintpose.topdown.spec.ModelSpec) and the per-epoch dvclive
-log ``--log-dir``; ``<checkpoints>/last.pt`` lets a killed run continue. With ``runtime.procs``
-> 1 the stage checks its inputs, then reruns itself as that many DDP processes
-(hintpose.launch); under those, or under ``torchrun --nproc_per_node=N``, only rank 0 writes.
+``--branches`` (the pretrain stage's folder; hintpose.topdown.params.branch_for). It writes
+``<out>/model.pt`` (state dict), ``<out>/model.json`` (hintpose.topdown.spec.ModelSpec) and
+the per-epoch dvclive log ``--log-dir``; ``<checkpoints>/last.pt`` lets a killed run continue.
+With ``runtime.procs`` > 1 the stage checks its inputs, then reruns itself as that many DDP
+processes (hintpose.launch); under those, or under ``torchrun --nproc_per_node=N``, only rank
+0 writes.
 """
 
 import sys

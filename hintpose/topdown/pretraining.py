@@ -6,7 +6,7 @@ the plain HRNet alone, and a copy per entry of ``pose.pretrain.branches``: with 
 instance-cue input on the crops ``pose.data`` describes (``cue``: paired cues, as MIPNet
 trains), with recurrent refinement (``recurrent``: its feedback blocks learn in the branch,
 fed as ``pose.data`` says) or with both (``cue_recurrent``). Each model starts from the branch
-of its kind (:func:`branch_for`), the others from the plain one: each has had the same number
+of its kind (hintpose.topdown.params.branch_for), the others from the plain one: each has had the same number
 of pretraining steps, from the same start.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from hintpose.config import ModelParams, PoseParams, PosePretrainParams, PoseTrainParams
-from hintpose.topdown.params import BRANCHES
 from hintpose.engine import CHECKPOINT, TrainResult
 from hintpose.io import output_dir, save_torch, write_json
 from hintpose.models.folder import MODEL_CONFIG, plain_state
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime
+from hintpose.topdown.params import BRANCHES
 from hintpose.topdown.spec import ModelSpec
 from hintpose.topdown.training import PoseData, start_model, train_pose_model
 from hintpose.topdown.weights import BACKBONE_WEIGHTS, BRANCH_WEIGHTS, save_backbone

@@ -12,13 +12,10 @@ from hintpose.errors import ConfigError, HintPoseError
 from hintpose.io import save_torch
 from hintpose.models.folder import plain_state
 from hintpose.models.hintpose import FEEDBACK_PREFIXES, HintPose
-from hintpose.topdown.params import BRANCH_WEIGHTS
+from hintpose.topdown.params import BRANCH_WEIGHTS  # the branches' files, by name
 
 #: The pretrain stage's HRNet (official parameter names), the init of every pose model.
 BACKBONE_WEIGHTS = "hrnet.pt"
-#: The pretrain stage's branches (``pose.pretrain.branches``): HintPose state dicts, each the
-#: init of the models of its kind (hintpose.topdown.pretraining.branch_for).
-CUE_WEIGHTS = BRANCH_WEIGHTS["cue"]
 #: Parameter-name prefixes of the blocks a branch may lack (they keep their zero init).
 ADDED_PREFIXES = ("cue_block.", *FEEDBACK_PREFIXES)
 
