@@ -242,16 +242,23 @@ class PosefixTrainParams:
 class PosefixParams:
     """``posefix``: the PoseFix refiner (network, crops, input-pose maps) and its use."""
 
-    #: ResNet trunk: torchvision depth and base channels (64 is the standard ResNet).
+    #: The refiner's network: ``resnet`` (PoseFix: a torchvision ResNet trunk and
+    #: deconvolution head, from scratch here) or ``hrnet`` (beyond the report): the pose
+    #: models' HRNet (``pose`` width, modules, blocks) from the pretrain stage's weights, the
+    #: input pose entering after its stem, heatmaps decoded as the pose models' (eval.decoder).
+    backbone: str = field(default="resnet", metadata={"choices": ("resnet", "hrnet")})
+    #: ResNet trunk (``resnet``): torchvision depth and base channels (64: the standard one).
     depth: int = field(default=18, metadata={"choices": (18, 34, 50, 101, 152)})
     width: int = field(default=32, metadata={"min": 4, "max": MAX_WIDTH})
-    #: Channels of the three stride-2 deconvolutions of the head (PoseFix: 256).
+    #: Channels of the stride-2 deconvolutions of the head (PoseFix: 256), and how many
+    #: (PoseFix: 3, output maps at 1/4 of the input; 4: at 1/2, beyond the report).
     head_channels: int = field(default=64, metadata={"min": 1, "max": MAX_CHANNELS})
+    head_layers: int = field(default=3, metadata={"choices": (3, 4, 5)})
     #: Input-pose skip, not in the paper (0: without, as PoseFix): the output logits add this
     #: learnable scale x the log of the input pose maps pooled to the output, so the untrained
     #: network returns its input and a short training learns corrections, not how to copy.
     input_skip: float = field(default=1.0, metadata={"min": 0})
-    #: Network input (multiples of 32); output maps are at 1/4.
+    #: Network input (multiples of 32 for ``resnet``, of 4 for ``hrnet``); output maps at 1/4.
     input_width: int = field(default=96, metadata={"min": 32, "max": MAX_INPUT})
     input_height: int = field(default=128, metadata={"min": 32, "max": MAX_INPUT})
     #: Input-pose Gaussian sigma at a 256-high input (PoseFix: 7), scaled to input_height.
@@ -270,12 +277,28 @@ class PosefixParams:
     #: (PoseFix refines scores > 0; rescoring gives 0 to a pose with no joint above
     #: eval.in_vis_thr, which a refiner may still fix, so by default every pose is refined.)
     min_score: float = field(default=0.0, metadata={"min": 0})
+    #: Error synthesis (beyond the report; empty: PoseFix's tables): per joint group (face,
+    #: upper, lower) the probabilities of good, jitter, inversion, swap and miss, measured on
+    #: a pipeline's predictions on a dev split (scripts/fit_posefix_errors.py).
+    error_mix: dict[str, tuple[float, ...]] = field(default_factory=dict)
     train: PosefixTrainParams = _sub(PosefixTrainParams)
 
     def __post_init__(self) -> None:
+        multiple = 32 if self.backbone == "resnet" else 4
         for key in ("input_width", "input_height"):
-            if getattr(self, key) % 32:
-                raise ConfigError(f"{key} must be a multiple of 32, got {getattr(self, key)}")
+            if getattr(self, key) % multiple:
+                raise ConfigError(f"{key} must be a multiple of {multiple} with backbone "
+                                  f"{self.backbone}, got {getattr(self, key)}")
+        if self.error_mix:
+            groups = ("face", "upper", "lower")
+            if sorted(self.error_mix) != sorted(groups):
+                raise ConfigError(f"error_mix must give the groups {', '.join(groups)}, got "
+                                  f"{', '.join(map(str, self.error_mix))}")
+            for group, row in self.error_mix.items():
+                if len(row) != 5 or min(row) < 0 or not sum(row) > 0:
+                    raise ConfigError(f"error_mix.{group} must be 5 probabilities (good, "
+                                      f"jitter, inversion, swap, miss), >= 0 with a positive sum, "
+                                      f"got {list(row)}")
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,16 @@ import numpy as np
 import pandas as pd
 
 from hintpose.config import EnsembleParams
+from hintpose.data.keypoints import COCO_SIGMAS
 from hintpose.errors import ConfigError, DataError
 from hintpose.io import read_json
 from hintpose.topdown.outputs import InferenceRun, inference_files, read_instance_index
-from hintpose.topdown.postprocess import PostSettings, heatmaps_to_results
+from hintpose.topdown.postprocess import (
+    PostSettings,
+    decode_heatmaps,
+    heatmaps_to_results,
+    keypoint_similarity,
+)
 from hintpose.topdown.spec import ModelSpec
 
 #: Per-box columns that must agree between members (exactly, or within CROP_TOLERANCE px).
@@ -262,6 +268,30 @@ class AveragedHeatmaps:
         return acc
 
 
+def member_agreement(members: Sequence[MemberInstances], sources: Sequence[np.ndarray],
+                     index: pd.DataFrame, decoder: str, heatmap_sigma: float,
+                     sigmas: np.ndarray, chunk: int = 256) -> dict[str, float]:
+    """How alike the members' poses are (their diversity, the room an average has): per pair
+    of members, the mean over instances of the OKS between the two members' decoded poses of
+    the instance (all joints, the box area as the OKS area; 1: the same poses)."""
+    centers = index[["center_x", "center_y"]].to_numpy()
+    sizes = index[["size_w", "size_h"]].to_numpy()
+    area = np.maximum(index["box_w"].to_numpy() * index["box_h"].to_numpy(), 1.0)
+    poses = [decode_heatmaps(lambda sl, m=m, src=src: m.heatmaps.rows(src[sl]), len(index),
+                             centers, sizes, decoder, heatmap_sigma, chunk)
+             for m, src in zip(members, sources, strict=True)]
+    pairs = {}
+    for a in range(len(members)):
+        for b in range(a + 1, len(members)):
+            if len(index) == 0:
+                continue
+            d2 = ((poses[a][..., :2] - poses[b][..., :2]) ** 2).sum(-1)  # (N, J)
+            oks = keypoint_similarity(d2, area[:, None], np.asarray(sigmas)[None])
+            pairs[f"{members[a].member.name}/{members[b].member.name}"] = round(
+                float(oks.mean()), 4)
+    return pairs
+
+
 def run_ensemble(members: Sequence[Member], boxes: str, decoder: str, post: PostSettings,
                  chunk: int = 256) -> InferenceRun:
     """Average the members' heatmaps of box mode ``boxes`` per instance (weighted) and turn
@@ -283,11 +313,15 @@ def run_ensemble(members: Sequence[Member], boxes: str, decoder: str, post: Post
         sigma = members_heatmap_sigma(members) if decoder == "dark" else 1.0
         heatmaps = AveragedHeatmaps(loaded, sources, [m.weight for m in members])
         results = heatmaps_to_results(heatmaps, index, post, decoder, sigma, chunk)
+        agreement = member_agreement(loaded, sources, index, decoder, sigma,
+                                     COCO_SIGMAS if sigmas is None else sigmas, chunk)
     finally:
         for inst in loaded:
             inst.heatmaps.close()
     stats = {"members": [m.name for m in members], "weights": [m.weight for m in members],
              "broadcast_per_box": [inst.member.name for inst in loaded if inst.per_box],
              "boxes": int(index["box_index"].nunique()), "instances": len(index),
-             "results": len(results), "seconds": round(time.perf_counter() - start, 2)}
+             "results": len(results), "seconds": round(time.perf_counter() - start, 2),
+             "agreement": (round(float(np.mean(list(agreement.values()))), 4) if agreement
+                           else None), "agreement_pairs": agreement}
     return InferenceRun(index, results, stats)

@@ -52,7 +52,8 @@ def main() -> None:
                              if k != "weights"}  # numbers only: `dvc metrics` lists them
             print(f"ensemble ({mode}): {len(members)} members, {out.stats['instances']} "
                   f"instances from {out.stats['boxes']} boxes, {out.stats['results']} poses "
-                  f"after OKS-NMS in {out.stats['seconds']} s")
+                  f"after OKS-NMS in {out.stats['seconds']} s; members' mutual OKS "
+                  f"{out.stats['agreement']}")
         settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
                                 for m in members},
                     "ensemble": dataclasses.asdict(params.ensemble),

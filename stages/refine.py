@@ -49,7 +49,7 @@ def main() -> None:
     outputs, metrics = {}, {}
     for label, _, out in jobs:
         r = refine_results(net, config, coco, inputs[label], params.posefix, rt,
-                           params.eval.nms_thr, params.eval.soft_nms)
+                           params.eval.nms_thr, params.eval.soft_nms, params.eval.decoder)
         outputs[out] = r.results
         stats = {k: v for k, v in r.stats.items() if k != "flip_test"}
         metrics[label] = {**stats, **refinement_analysis(coco, inputs[label], r.refined)}

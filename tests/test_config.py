@@ -21,11 +21,12 @@ def write(tmp_path: Path, data: object) -> Path:
 
 
 def leaf_paths(data: dict, prefix: str = "") -> set[str]:
-    """Dotted key paths of the leaves of a YAML mapping (``models`` left as one key)."""
+    """Dotted key paths of the leaves of a YAML mapping (``models`` and mapping-valued
+    settings such as ``posefix.error_mix`` left as one key)."""
     out: set[str] = set()
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and path != "models":
+        if isinstance(value, dict) and path not in ("models", "posefix.error_mix"):
             out |= leaf_paths(value, path + ".")
         else:
             out.add(path)

@@ -104,6 +104,14 @@ def test_run_ensemble_results_and_stats(tmp_path: Path) -> None:
     assert all(len(r["keypoints"]) == 3 * 17 for r in out.results)
     again = run_ensemble(members, "det", EV.decoder, POST, chunk=5)
     assert again.results == out.results
+    # members' mutual OKS: random heatmaps disagree; a copy of a member agrees with it fully
+    assert 0 <= out.stats["agreement"] < 1 and list(out.stats["agreement_pairs"]) == ["ic/rr"]
+    write_member(tmp_path / "rr2", PER_BOX, seed=2)
+    twin = run_ensemble([members[1], Member("rr2", tmp_path / "rr2", 1.0)], "det", EV.decoder,
+                        POST)
+    assert twin.stats["agreement"] == 1.0 and twin.results == run_ensemble(
+        members[1:], "det", EV.decoder, POST).results
+    assert run_ensemble(members[1:], "det", EV.decoder, POST).stats["agreement"] is None
 
 
 def test_heatmap_file_reads_rows_in_any_order(tmp_path: Path) -> None:

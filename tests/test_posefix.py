@@ -3,6 +3,7 @@ brief training that leaves a GT input pose in place, resume, refinement and its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import runpy
 import sys
@@ -18,23 +19,35 @@ from hintpose.data.keypoints import COCO_SIGMAS, KEYPOINT_NAMES
 from hintpose.data.params import DatasetParams
 from hintpose.data.prepare import prepare_dataset
 from hintpose.engine import CHECKPOINT
-from hintpose.errors import DataError
+from hintpose.errors import ConfigError, DataError
 from hintpose.models.folder import save_network
-from hintpose.models.posefix import PoseFix, bilinear_target, posefix_loss, soft_argmax
+from hintpose.models.hrnet import HRNet
+from hintpose.models.posefix import (
+    PoseFix,
+    PoseFixHRNet,
+    bilinear_target,
+    gaussian_targets,
+    heatmap_loss,
+    posefix_loss,
+    soft_argmax,
+)
 from hintpose.models.resnet import ResNetTrunk
-from hintpose.posefix.analysis import classify_joints, refinement_analysis
+from hintpose.posefix.analysis import classify_joints, error_mix, refinement_analysis
 from hintpose.posefix.refine import load_model, read_pose_results, refine_results
 from hintpose.posefix.synthesis import (
     ERROR_TYPES,
     INVERSION,
+    MISS,
     SWAP,
     UNLABELED,
     JointGroups,
     ks_radius,
+    mix_table,
+    pose_crop,
     synthesize_pose,
     type_probabilities,
 )
-from hintpose.posefix.training import train_posefix
+from hintpose.posefix.training import HRNetStart, train_posefix
 from hintpose.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +70,15 @@ def spread_person(labeled: int) -> tuple[np.ndarray, np.ndarray]:
     return kpts, other[None]
 
 
-def expected_rates(kpts: np.ndarray, nearby: np.ndarray) -> np.ndarray:
+#: A fitted error mix (posefix.error_mix): per joint group good, jitter, inversion, swap, miss.
+FITTED = {"face": (0.45, 0.25, 0.0, 0.08, 0.22), "upper": (2.0, 1.0, 0.5, 0.5, 1.0),
+          "lower": (0.5, 0.15, 0.15, 0.1, 0.1)}
+
+
+def expected_rates(kpts: np.ndarray, nearby: np.ndarray, mix: np.ndarray | None = None
+                   ) -> np.ndarray:
     labeled = kpts[:, 2] > 0
-    p = type_probabilities(GROUPS, int(labeled.sum()), len(nearby))
+    p = type_probabilities(GROUPS, int(labeled.sum()), len(nearby), mix)
     for j in range(17):
         c = GROUPS.counterpart[j]
         if c < 0 or not labeled[c]:
@@ -69,16 +88,19 @@ def expected_rates(kpts: np.ndarray, nearby: np.ndarray) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("labeled,crowd", [(17, 1), (8, 1), (17, 0)])
-def test_error_types_come_at_their_configured_rates(labeled: int, crowd: int) -> None:
+@pytest.mark.parametrize("labeled,crowd,fitted", [(17, 1, False), (8, 1, False),
+                                                  (17, 0, False), (17, 1, True)])
+def test_error_types_come_at_their_configured_rates(labeled: int, crowd: int,
+                                                    fitted: bool) -> None:
     kpts, nearby = spread_person(labeled)
     nearby = nearby[:crowd]
+    mix = mix_table(FITTED) if fitted else None
     area, draws = 2500.0, 1500
     rng = np.random.default_rng(7)
     counts = np.zeros((17, 5))
     for draw in range(draws):
         points, types = synthesize_pose(rng, kpts, (0, 0, 800, 600), area, nearby, GROUPS,
-                                        COCO_SIGMAS)
+                                        COCO_SIGMAS, mix)
         for j in np.flatnonzero(types >= 0):
             counts[j, types[j]] += 1
         assert (types[kpts[:, 2] == 0] == UNLABELED).all()
@@ -87,7 +109,7 @@ def test_error_types_come_at_their_configured_rates(labeled: int, crowd: int) ->
             np.testing.assert_array_equal(got, types)
         inside = points[kpts[:, 2] == 0]
         assert ((inside >= 0) & (inside <= [800, 600])).all()
-    expected = expected_rates(kpts, nearby)
+    expected = expected_rates(kpts, nearby, mix)
     lab = kpts[:, 2] > 0
     freq = counts[lab] / draws
     tol = 4.5 * np.sqrt(expected[lab] * (1 - expected[lab]) / draws) + 1e-9
@@ -95,6 +117,9 @@ def test_error_types_come_at_their_configured_rates(labeled: int, crowd: int) ->
     # the tables themselves: a crowded person with few joints swaps upper-body joints at 0.15
     if labeled == 8:
         assert expected[5, SWAP] == pytest.approx(0.15)
+    if fitted:  # the fitted rows, normalised: upper body (shoulders..wrists) 2:1:0.5:0.5:1
+        assert expected[5].tolist() == pytest.approx([0.4, 0.2, 0.1, 0.1, 0.2])
+        assert expected[0, INVERSION] == 0 and expected[0, MISS] == pytest.approx(0.22)
     if crowd == 0:
         assert counts[:, SWAP].sum() == 0
 
@@ -111,6 +136,20 @@ def test_probability_tables_follow_posefix() -> None:
     assert type_probabilities(GROUPS, 14, 2)[9, 3] == 0.06
     assert float(ks_radius(0.5, 100.0, 0.1)) == pytest.approx(
         2 * 0.1 * np.sqrt(-2 * 100 * np.log(0.5)))
+    assert mix_table({}) is None  # empty error_mix: PoseFix's tables
+
+
+def test_fitted_error_mix_is_validated() -> None:
+    assert PosefixParams(error_mix=FITTED).error_mix == FITTED
+    for bad, match in (({"face": (1, 0, 0, 0, 0)}, "must give the groups face, upper, lower"),
+                       ({**FITTED, "upper": (1, 0, 0, 0)}, r"error_mix.upper must be 5"),
+                       ({**FITTED, "lower": (1, -1, 0, 0, 1)}, r">= 0 with a positive sum"),
+                       ({**FITTED, "lower": (0, 0, 0, 0, 0)}, r"positive sum")):
+        with pytest.raises(ConfigError, match=match):
+            PosefixParams(error_mix=bad)
+    PosefixParams(backbone="hrnet", input_width=72, input_height=96)
+    with pytest.raises(ConfigError, match="multiple of 32 with backbone resnet, got 72"):
+        PosefixParams(input_width=72)
 
 
 # --------------------------------------------------------------------------- network and loss
@@ -199,6 +238,103 @@ def test_gt_input_pose_stays_close_after_brief_training(trained: dict) -> None:
     stats = refinement_analysis(coco, entries, out.refined)
     assert stats["matched_poses"] == len(entries)
     assert stats["by_error_type"]["good"]["joints"] == stats["overall"]["joints"]
+
+
+def test_error_mix_of_results(trained: dict) -> None:
+    coco = trained["train"]
+    entries = gt_results(coco)
+    mix = error_mix(coco, entries)
+    assert mix["matched_poses"] == len(entries) and mix["shares"]["good"] == 1.0
+    assert mix["joints"] == sum(int((np.reshape(e["keypoints"], (-1, 3))[:, 2] > 0).sum())
+                                for e in entries)
+    # a left wrist moved onto the right wrist of its own person: an inversion, upper body
+    person = next(i for i, e in enumerate(entries)
+                  if (np.reshape(e["keypoints"], (-1, 3))[[9, 10], 2] > 0).all()
+                  and np.ptp(np.reshape(e["keypoints"], (-1, 3))[[9, 10], 0]) > 20)
+    kpts = np.reshape(entries[person]["keypoints"], (-1, 3)).astype(float)
+    kpts[9, :2] = kpts[10, :2]
+    moved = [*entries[:person], {**entries[person], "keypoints": kpts.ravel().tolist()},
+             *entries[person + 1:]]
+    mix = error_mix(coco, moved)
+    assert mix["counts"]["inversion"] == 1 and mix["by_group"]["upper"][2] > 0
+    assert mix["by_group"]["face"][2] == 0
+    assert all(sum(row) == pytest.approx(1.0) for row in mix["by_group"].values())
+
+
+# --------------------------------------------------------------------------- the HRNet refiner
+
+
+class EchoHRNet(PoseFixHRNet):
+    """A PoseFixHRNet that returns unbiased Gaussians at its input pose maps' peaks: refining
+    must then give back the input poses, through crop, heatmap and decoding."""
+
+    sigma = 1.0
+
+    def forward(self, image: torch.Tensor, pose_maps: torch.Tensor) -> torch.Tensor:
+        n, j, h, w = pose_maps.shape
+        flat = pose_maps.reshape(n, j, h * w).argmax(2)
+        peak = torch.stack([flat % w, flat // w], dim=2).float() / self.stride
+        maps, _ = gaussian_targets(peak, torch.ones(n, j), h // 4, w // 4, self.sigma)
+        return maps
+
+
+def test_hrnet_refiner_starts_as_hrnet_and_decodes_like_the_pose_models(trained: dict,
+                                                                        tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = PoseFixHRNet(17, 8, (1, 1, 1), 1).eval()
+    image = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():  # the zero-initialised pose block: the pose input changes nothing
+        torch.testing.assert_close(net(image, torch.rand(2, 17, 64, 48)),
+                                   net.backbone(image))
+    target = torch.tensor([[[3.0, 4.0], [20.0, 1.0]]])
+    maps, ok = gaussian_targets(target, torch.ones(1, 2), 16, 12, 1.5)
+    assert ok.tolist() == [[1.0, 0.0]] and maps[0, 0, 4, 3] == 1.0
+    loss, dist = heatmap_loss(maps, target, torch.ones(1, 2), 1.5)
+    assert float(loss) == 0.0 and float(dist) == 0.0
+    # the refine path: crops, heatmaps and DARK decoding give back the input poses
+    coco, rt = trained["train"], trained["rt"]
+    params = PosefixParams(backbone="hrnet", input_width=48, input_height=64, batch_size=8)
+    config = {"backbone": "hrnet", "num_joints": 17, "sigma": EchoHRNet.sigma,
+              "keypoint_names": list(coco.category["keypoints"]),
+              "hrnet": {"width": 8, "modules": [1, 1, 1], "blocks": 1},
+              **{k: getattr(params, k) for k in ("input_width", "input_height", "pose_sigma",
+                                                "box_extent", "min_box", "box_padding")}}
+    entries = []  # GT poses with every joint placed (as a pose model's), unlabeled ones at the
+    for e in gt_results(coco):  # mean of the labeled ones, so that the crops fit the person
+        kpts = np.reshape(e["keypoints"], (-1, 3)).astype(float)
+        kpts[kpts[:, 2] == 0, :2] = kpts[kpts[:, 2] > 0, :2].mean(0)
+        entries.append({**e, "keypoints": kpts.ravel().tolist()})
+    echo = EchoHRNet(17, 8, (1, 1, 1), 1).eval()
+    for decoder in ("hrnet", "dark"):
+        out = refine_results(echo, config, coco, entries, params, rt, decoder=decoder,
+                             progress=False)
+        errors = []
+        for before, after in zip(entries, out.refined, strict=True):
+            a = np.reshape(before["keypoints"], (-1, 3))
+            b = np.reshape(after["keypoints"], (-1, 3))
+            px = pose_crop(a[:, :2], params)[1][0] / params.input_width  # image px / input px
+            errors.append(np.abs(a[:, :2] - b[:, :2]).max(1) / px)
+        errors = np.concatenate(errors)  # in input pixels
+        if decoder == "hrnet":  # the peaks' grid (0.5 px) plus the quarter step (1 px)
+            assert errors.max() <= 1.5 + 1e-6, errors.max()
+        else:  # DARK: sub-pixel, but smoothing with mirrored borders bends border joints
+            assert np.median(errors) <= 0.5 and np.mean(errors <= 1.5) > 0.9, errors
+    # brief training from a saved HRNet: the stage's path, then a saved folder refines
+    hrnet = HRNet(8, 17, (1, 1, 1), 1, "he")
+    torch.save(hrnet.state_dict(), tmp_path / "hrnet.pt")
+    start = HRNetStart(tmp_path / "hrnet.pt", 8, (1, 1, 1), 1, 3.0)
+    tp = dataclasses.replace(trained["params"].train, epochs=1)
+    result = train_posefix(coco, None, dataclasses.replace(params, train=tp), rt, None,
+                           hrnet=start, progress=False)
+    assert isinstance(result.model, PoseFixHRNet) and result.config["sigma"] == 0.75
+    assert np.isfinite(result.log[0]["train_loss"]) and "train_l1" in result.log[0]
+    save_network(tmp_path / "model", result.model, result.config)
+    net, config = load_model(tmp_path / "model")
+    assert isinstance(net, PoseFixHRNet)
+    refined = refine_results(net, config, coco, entries[:3], params, rt, progress=False)
+    assert len(refined.refined) == 3
+    with pytest.raises(ConfigError, match="needs the pretrained HRNet"):
+        train_posefix(coco, None, params, rt, None, progress=False)
 
 
 def test_training_resumes_to_the_same_weights(trained: dict) -> None:

@@ -9,18 +9,28 @@ J maps (optionally plus an input-pose skip, see ``PoseFix``). The output maps ar
 softmax over each map gives a distribution whose expectation (soft-argmax, "integral") is the
 joint's position.
 
+``PoseFixHRNet`` (beyond the report, ``posefix.backbone: hrnet``) is the same refiner on the
+project's HRNet, initialised from the pretrain stage's weights: the input pose maps enter
+after HRNet's stem through a zero-initialised residual block (as the instance cue does), so the
+untrained refiner is the pretrained pose network, and its output is HRNet's heatmaps (MSE
+targets, decoded as the pose models' are). PoseFix trained its ResNet from ImageNet weights;
+the pretrained HRNet is the only pose-trained trunk here.
+
 Letters in shapes: N instances, J joints, [W, H] input size, [w, h] output map size.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hintpose.models.hrnet import STEM_CHANNELS, HRNet, load_pretrained
 from hintpose.models.resnet import ResNetTrunk
+from hintpose.topdown.conditioning import residual_block
 
 TRUNK_STRIDE = 32
 #: Floor of the input-pose skip's maps before the log (a joint without input: uniform).
@@ -75,6 +85,70 @@ class PoseFix(nn.Module):
             prior = prior[..., :logits.shape[2], :logits.shape[3]]
             logits = logits + self.skip_scale * torch.log(prior + SKIP_EPS)
         return logits
+
+
+class PoseFixHRNet(nn.Module):
+    """PoseFix on HRNet: (image (N, 3, H, W), pose maps (N, J, H, W)) -> heatmaps
+    (N, J, H/4, W/4); see the module docstring."""
+
+    stride = 4
+
+    def __init__(self, num_joints: int, width: int, modules: tuple[int, ...], blocks: int,
+                 init: str = "he") -> None:
+        super().__init__()
+        self.num_joints, self.width = num_joints, width
+        self.backbone = HRNet(width, num_joints, tuple(modules), blocks, init)
+        self.pose_block = residual_block(STEM_CHANNELS + num_joints, STEM_CHANNELS, 3)
+
+    def load_backbone(self, path: str | Path) -> None:
+        """Strictly load an HRNet checkpoint (the pretrain stage's) into ``self.backbone``."""
+        load_pretrained(self.backbone, path)
+
+    def forward(self, image: torch.Tensor, pose_maps: torch.Tensor) -> torch.Tensor:
+        net = self.backbone
+        x = net.stem(image)
+        small = F.adaptive_avg_pool2d(pose_maps, x.shape[-2:]).to(x.dtype)
+        x = x + self.pose_block(torch.cat([x, small], dim=1))
+        return net.head(net.layer1(x))
+
+
+def build_posefix(config: dict[str, Any]) -> PoseFix | PoseFixHRNet:
+    """The refiner a ``model.json`` describes (hintpose.posefix.training.model_config): the
+    ResNet PoseFix, or with ``backbone: hrnet`` PoseFixHRNet."""
+    if config.get("backbone", "resnet") == "hrnet":
+        hr = config["hrnet"]
+        return PoseFixHRNet(config["num_joints"], hr["width"], tuple(hr["modules"]),
+                            hr["blocks"])
+    return PoseFix.from_config(config)
+
+
+def gaussian_targets(target: torch.Tensor, valid: torch.Tensor, h: int, w: int, sigma: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap targets (N, J, h, w) of joints ``target`` (N, J, 2) in map pixels: unbiased
+    Gaussians (sigma in map pixels) on the joint, peak 1, as the pose models' ``unbiased``
+    targets; a joint that is invalid or outside the map gets weight 0 (returned (N, J))."""
+    x, y = target[..., 0], target[..., 1]
+    ok = valid.bool() & (x >= 0) & (y >= 0) & (x <= w - 1) & (y <= h - 1)
+    xs = torch.arange(w, dtype=torch.float32, device=target.device)
+    ys = torch.arange(h, dtype=torch.float32, device=target.device)
+    gx = torch.exp(-((xs - x[..., None].float()) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((ys - y[..., None].float()) ** 2) / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :], ok.float()
+
+
+def heatmap_loss(heatmaps: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                 sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PoseFixHRNet's loss: HRNet's joint MSE (0.5 x mean squared error per valid joint)
+    against gaussian_targets; returns it with the distance (map pixels) of each valid joint's
+    heatmap argmax to the GT, averaged (a figure comparable with PoseFix's L1)."""
+    n, j, h, w = heatmaps.shape
+    maps, ok = gaussian_targets(target.float(), valid, h, w, sigma)
+    err = ((heatmaps.float() - maps) ** 2).mean((2, 3)) * 0.5
+    count = ok.sum().clamp(min=1)
+    flat = heatmaps.detach().float().reshape(n, j, h * w).argmax(2)
+    at = torch.stack([flat % w, flat // w], dim=2).float()
+    dist = (at - target.float()).norm(dim=2)
+    return (err * ok).sum() / count, ((dist * ok).sum() / count).detach()
 
 
 def soft_argmax(logits: torch.Tensor) -> torch.Tensor:

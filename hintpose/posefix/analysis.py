@@ -1,19 +1,20 @@
 """Where PoseFix helps: per labeled GT joint, is the refined estimate closer to the GT than the
 input, by the input joint's error type (Ronchi & Perona's taxonomy, as PoseFix) and by the
-image's crowd level."""
+image's crowd level; and the error mix of a results file (the shares of each type per joint
+group), to which PoseFix's error synthesis can be fitted (``posefix.error_mix``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hintpose.data.coco import CocoPersons
 from hintpose.data.crowd import CROWD_LEVELS, crowd_index, crowd_level
-from hintpose.data.transforms import flip_pairs_from_names
-from hintpose.posefix.synthesis import ERROR_TYPES, KS_GOOD, KS_JITTER
+from hintpose.posefix.synthesis import ERROR_TYPES, GROUP_NAMES, KS_GOOD, KS_JITTER, JointGroups
 from hintpose.topdown.postprocess import coco_oks, keypoint_similarity
 
 
@@ -46,34 +47,38 @@ def classify_joints(pose: np.ndarray, gt: np.ndarray, others: np.ndarray, area: 
     return types
 
 
-def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
-                        refined: Sequence[dict[str, Any]], min_oks: float = 0.1
-                        ) -> dict[str, Any]:
-    """Per labeled GT joint, whether refinement moved the estimate closer to the GT or
-    farther: input poses are matched greedily (best score first) to the GT person of highest
-    OKS (at least ``min_oks``; each GT once); counted overall, by the input joint's error type
-    and by the image's crowd level."""
-    names = coco.category["keypoints"]
+@dataclass(frozen=True)
+class MatchedPose:
+    """An input pose matched to a GT person, with its joints' error types (classify_joints)."""
+
+    index: int  # of the input entry
+    pose: np.ndarray  # (J, 3)
+    gt: np.ndarray  # (J, 3)
+    area: float
+    level: str  # the image's crowd level
+    types: np.ndarray  # (J,)
+
+
+def matched_inputs(coco: CocoPersons, inputs: Sequence[dict[str, Any]], min_oks: float = 0.1
+                   ) -> Iterator[MatchedPose]:
+    """The input poses matched greedily (best score first) to the GT person of highest OKS
+    (at least ``min_oks``; each GT once), with the error type of every joint."""
     sigmas = coco.sigmas
-    counterpart = np.full(coco.num_joints, -1)
-    for a, b in flip_pairs_from_names(names):
-        counterpart[a], counterpart[b] = b, a
+    counterpart = JointGroups.from_names(coco.category["keypoints"]).counterpart
     persons = defaultdict(list)
     for ann in coco.training_persons():
         persons[ann["image_id"]].append(ann)
     levels = {iid: crowd_level(img.get("crowdIndex", crowd_index(coco.annotations_of(iid))))
               for iid, img in coco.images.items()}
-    rows = []  # (type, level, before distance, after distance, ks before, ks after)
     taken: set[int] = set()
     for i in sorted(range(len(inputs)), key=lambda i: -inputs[i]["score"]):
         iid = inputs[i]["image_id"]
-        before = np.reshape(inputs[i]["keypoints"], (-1, 3))
-        after = np.reshape(refined[i]["keypoints"], (-1, 3))
+        pose = np.reshape(inputs[i]["keypoints"], (-1, 3)).astype(np.float64)
         best, best_oks = None, min_oks
         for ann in persons.get(iid, []):
             if ann["id"] in taken:
                 continue
-            o = float(coco_oks(np.reshape(ann["keypoints"], (-1, 3)), before[None], ann["area"],
+            o = float(coco_oks(np.reshape(ann["keypoints"], (-1, 3)), pose[None], ann["area"],
                                sigmas)[0])
             if o >= best_oks:
                 best, best_oks = ann, o
@@ -83,13 +88,50 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
         gt = np.reshape(best["keypoints"], (-1, 3)).astype(np.float64)
         others = np.array([np.reshape(a["keypoints"], (-1, 3)) for a in persons[iid]
                            if a["id"] != best["id"]]).reshape(-1, len(gt), 3)
-        types = classify_joints(before, gt, others, best["area"], sigmas, counterpart)
-        d_before = np.linalg.norm(before[:, :2] - gt[:, :2], axis=1)
-        d_after = np.linalg.norm(after[:, :2] - gt[:, :2], axis=1)
-        for j in np.flatnonzero(types >= 0):
-            rows.append((ERROR_TYPES[types[j]], levels[iid], d_before[j], d_after[j],
-                         float(keypoint_similarity(d_before[j] ** 2, best["area"], sigmas[j])),
-                         float(keypoint_similarity(d_after[j] ** 2, best["area"], sigmas[j]))))
+        types = classify_joints(pose, gt, others, best["area"], sigmas, counterpart)
+        yield MatchedPose(i, pose, gt, float(best["area"]), levels[iid], types)
+
+
+def error_mix(coco: CocoPersons, results: Sequence[dict[str, Any]], min_oks: float = 0.1
+              ) -> dict[str, Any]:
+    """The error types of the labeled GT joints of the matched poses of ``results``: counts,
+    the shares of each type, and per joint group (face, upper, lower body: JointGroups.body)
+    the shares in ERROR_TYPES order, the form of ``posefix.error_mix``."""
+    body = JointGroups.from_names(coco.category["keypoints"]).body
+    counts = np.zeros((len(GROUP_NAMES), len(ERROR_TYPES)), dtype=np.int64)
+    poses = 0
+    for m in matched_inputs(coco, results, min_oks):
+        poses += 1
+        for j in np.flatnonzero(m.types >= 0):
+            counts[body[j], m.types[j]] += 1
+    total = counts.sum()
+    shares = counts.sum(0) / max(total, 1)
+    groups = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    return {"matched_poses": poses, "joints": int(total),
+            "counts": {t: int(c) for t, c in zip(ERROR_TYPES, counts.sum(0), strict=True)},
+            "shares": {t: round(float(v), 4) for t, v in zip(ERROR_TYPES, shares, strict=True)},
+            "by_group": {g: [round(float(v), 4) for v in row]
+                         for g, row in zip(GROUP_NAMES, groups, strict=True)}}
+
+
+def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
+                        refined: Sequence[dict[str, Any]], min_oks: float = 0.1
+                        ) -> dict[str, Any]:
+    """Per labeled GT joint, whether refinement moved the estimate closer to the GT or
+    farther: input poses are matched as ``matched_inputs``; counted overall, by the input
+    joint's error type and by the image's crowd level."""
+    sigmas = coco.sigmas
+    rows = []  # (type, level, before distance, after distance, ks before, ks after)
+    matched = 0
+    for m in matched_inputs(coco, inputs, min_oks):
+        matched += 1
+        after = np.reshape(refined[m.index]["keypoints"], (-1, 3))
+        d_before = np.linalg.norm(m.pose[:, :2] - m.gt[:, :2], axis=1)
+        d_after = np.linalg.norm(after[:, :2] - m.gt[:, :2], axis=1)
+        for j in np.flatnonzero(m.types >= 0):
+            rows.append((ERROR_TYPES[m.types[j]], m.level, d_before[j], d_after[j],
+                         float(keypoint_similarity(d_before[j] ** 2, m.area, sigmas[j])),
+                         float(keypoint_similarity(d_after[j] ** 2, m.area, sigmas[j]))))
 
     def summary(sel: list[tuple]) -> dict[str, float | int]:
         if not sel:
@@ -101,7 +143,7 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
                 "ks_before": round(float(arr[:, 2].mean()), 4),
                 "ks_after": round(float(arr[:, 3].mean()), 4)}
 
-    return {"matched_poses": len(taken), "inputs": len(inputs), "overall": summary(rows),
+    return {"matched_poses": matched, "inputs": len(inputs), "overall": summary(rows),
             "by_error_type": {t: summary([r for r in rows if r[0] == t]) for t in ERROR_TYPES},
             "by_crowd_level": {lv: summary([r for r in rows if r[1] == lv])
                                for lv in CROWD_LEVELS}}

@@ -1,5 +1,7 @@
 """PoseFix applied to any COCO keypoint results file: crop every input pose as PoseFix at test
-time, predict the soft-argmax coordinates (averaged with a flip pass with ``flip_test``), keep
+time, predict the soft-argmax coordinates (averaged with a flip pass with ``flip_test``; the
+``hrnet`` refiner's heatmaps are averaged with the flip pass's and decoded as the pose
+models', hintpose.topdown.codec.decode), keep
 each instance's score and its per-joint scores (only the coordinates change; PoseFix gives
 every joint the instance score, which COCO's metric ignores), and run the per-image OKS-NMS
 again on the padded crop areas, since two inputs may have been corrected onto the same person.
@@ -24,21 +26,22 @@ from hintpose.data.coco import CocoPersons, validate_keypoint_results
 from hintpose.data.transforms import flip_pairs_from_names, transform_points
 from hintpose.io import read_json
 from hintpose.models.folder import load_network
-from hintpose.models.posefix import PoseFix, soft_argmax
+from hintpose.models.posefix import PoseFix, PoseFixHRNet, build_posefix, soft_argmax
 from hintpose.posefix.synthesis import NETWORK_KEYS, RefineSet
 from hintpose.runtime import Runtime, worker_init
+from hintpose.topdown.codec import decode
 from hintpose.topdown.postprocess import nms_per_image
 
 
 def config_params(config: dict[str, Any], params: PosefixParams) -> PosefixParams:
     """``params`` with the crop and input settings a model was trained with."""
-    return dataclasses.replace(params, **{k: config[k] for k in NETWORK_KEYS})
+    return dataclasses.replace(params, **{k: config[k] for k in NETWORK_KEYS if k in config})
 
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu"
-               ) -> tuple[PoseFix, dict[str, Any]]:
+               ) -> tuple[PoseFix | PoseFixHRNet, dict[str, Any]]:
     """The PoseFix folder written by train_posefix: (network in eval mode, config)."""
-    return load_network(model_dir, PoseFix.from_config, "PoseFix model", "train_posefix", device)
+    return load_network(model_dir, build_posefix, "PoseFix model", "train_posefix", device)
 
 
 def read_pose_results(path: str | Path, coco: CocoPersons) -> list[dict[str, Any]]:
@@ -60,12 +63,13 @@ class Refinement:
 
 
 @torch.no_grad()
-def refine_results(net: PoseFix, config: dict[str, Any], coco: CocoPersons,
+def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: CocoPersons,
                    entries: Sequence[dict[str, Any]], params: PosefixParams, rt: Runtime,
-                   nms_thr: float = 0.9, soft_nms: bool = False,
+                   nms_thr: float = 0.9, soft_nms: bool = False, decoder: str = "dark",
                    progress: bool = True) -> Refinement:
     """Refine every entry scoring at least ``params.min_score`` (others pass through
-    unchanged), keeping its scores, then OKS-NMS per image (see the module docstring)."""
+    unchanged), keeping its scores, then OKS-NMS per image (see the module docstring);
+    ``decoder`` decodes the ``hrnet`` refiner's heatmaps."""
     start = time.perf_counter()
     params = config_params(config, params)
     todo = [i for i, e in enumerate(entries) if e["score"] >= params.min_score]
@@ -84,15 +88,25 @@ def refine_results(net: PoseFix, config: dict[str, Any], coco: CocoPersons,
         image = image.to(rt.device).contiguous(memory_format=rt.memory_format)
         maps = maps.to(rt.device).contiguous(memory_format=rt.memory_format)
         with rt.autocast():
-            xy = soft_argmax(net(image, maps).float()) * net.stride
-            if params.flip_test:
-                flipped = soft_argmax(net(image.flip(3), maps.flip(3)[:, perm]).float())
-                flipped = flipped[:, perm] * net.stride
-                flipped[..., 0] = width - 1 - flipped[..., 0]
-                xy = (xy + flipped) / 2
-        for k, (pts, inv) in enumerate(zip(xy.cpu().numpy(), inverse.numpy(), strict=True)):
-            coords[done + k] = transform_points(pts.astype(np.float64), inv)
-        done += len(xy)
+            out = net(image, maps).float()
+            flipped = (net(image.flip(3), maps.flip(3)[:, perm]).float() if params.flip_test
+                       else None)
+        if isinstance(net, PoseFixHRNet):
+            if flipped is not None:
+                out = (out + flipped.flip(3)[:, perm]) / 2
+            crops = [dataset.crop(done + k) for k in range(len(out))]
+            xy, _ = decode(out.cpu().numpy(), np.array([c for c, _ in crops]),
+                           np.array([z for _, z in crops]), decoder, config["sigma"])
+            coords[done:done + len(out)] = xy
+        else:
+            xy = soft_argmax(out) * net.stride
+            if flipped is not None:
+                back = soft_argmax(flipped)[:, perm] * net.stride
+                back[..., 0] = width - 1 - back[..., 0]
+                xy = (xy + back) / 2
+            for k, (pts, inv) in enumerate(zip(xy.cpu().numpy(), inverse.numpy(), strict=True)):
+                coords[done + k] = transform_points(pts.astype(np.float64), inv)
+        done += len(out)
     refined = [dict(e) for e in entries]
     areas = np.zeros(len(entries))
     for k, i in enumerate(todo):

@@ -12,7 +12,9 @@ Ronchi & Perona (ICCV 2017). Every labeled joint of a GT person becomes, at rand
 where r(ks) is the distance at which the keypoint similarity exp(-d^2 / (2 area (2 sigma)^2))
 falls to ks. A good/jitter/inversion/swap point must lie nearer its own source than every other
 candidate. Probabilities per joint group and number of labeled joints are PoseFix's
-(``type_probabilities``); a type that cannot be drawn (no counterpart, no nearby joint, no
+(``type_probabilities``), or, with ``posefix.error_mix`` (beyond PoseFix), one row per joint
+group measured on a pipeline's own predictions (hintpose.posefix.analysis.error_mix); a type
+that cannot be drawn (no counterpart, no nearby joint, no
 point found in ``TRIES`` draws) gets probability 0 and the rest are renormalised. Unlabeled GT
 joints, for which PoseFix used another model's estimate, are placed uniformly in the person's
 box (they carry no loss).
@@ -45,8 +47,9 @@ from hintpose.data.transforms import (
 )
 
 #: Settings of posefix that shape the network and its inputs (stored in ``model.json``).
-NETWORK_KEYS = ("depth", "width", "head_channels", "input_skip", "input_width", "input_height",
-                "pose_sigma", "box_extent", "min_box", "box_padding")
+NETWORK_KEYS = ("backbone", "depth", "width", "head_channels", "head_layers", "input_skip",
+                "input_width", "input_height", "pose_sigma", "box_extent", "min_box",
+                "box_padding")
 
 ERROR_TYPES = ("good", "jitter", "inversion", "swap", "miss")
 GOOD, JITTER, INVERSION, SWAP, MISS = range(5)
@@ -58,6 +61,8 @@ TRIES = 20
 NEARBY_IOU = 0.1
 KS_GOOD, KS_JITTER, KS_MISS = 0.85, 0.5, 0.1
 
+#: Joint groups of ``JointGroups.body`` (the keys of ``posefix.error_mix``).
+GROUP_NAMES = ("face", "upper", "lower")
 _FACE = ("nose", "eye", "ear", "head", "neck")
 _LOWER = ("hip", "knee", "ankle")
 
@@ -87,10 +92,23 @@ class JointGroups:
         return cls(body, jitter, miss, counterpart)
 
 
-def type_probabilities(groups: JointGroups, num_valid: int, num_nearby: int) -> np.ndarray:
+def mix_table(error_mix: dict[str, tuple[float, ...]]) -> np.ndarray | None:
+    """``posefix.error_mix`` as a (3, 5) table of type probabilities per joint group (rows in
+    GROUP_NAMES order, each normalised to 1); None when empty (PoseFix's tables)."""
+    if not error_mix:
+        return None
+    table = np.array([error_mix[g] for g in GROUP_NAMES], dtype=np.float64)
+    return table / table.sum(1, keepdims=True)
+
+
+def type_probabilities(groups: JointGroups, num_valid: int, num_nearby: int,
+                       mix: np.ndarray | None = None) -> np.ndarray:
     """PoseFix's probabilities (J, 5) of good, jitter, inversion, swap, miss for a person with
-    ``num_valid`` labeled joints and ``num_nearby`` overlapping persons, before the types that
-    cannot be drawn for a joint are removed."""
+    ``num_valid`` labeled joints and ``num_nearby`` overlapping persons, or the fitted ``mix``
+    (3, 5) row of each joint's group (mix_table), before the types that cannot be drawn for a
+    joint are removed."""
+    if mix is not None:
+        return mix[groups.body].copy()
     jitter = np.array([0.15, 0.20, 0.25] if num_valid <= 10 else [0.10, 0.15, 0.20])
     if num_valid <= 5:
         miss = np.array([0.15, 0.20, 0.25])
@@ -124,14 +142,16 @@ def _around(rng: np.random.Generator, src: np.ndarray, lo: float, hi: float) -> 
 
 def synthesize_pose(rng: np.random.Generator, keypoints: np.ndarray, bbox: Sequence[float],
                     area: float, nearby: np.ndarray, groups: JointGroups,
-                    sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    sigmas: np.ndarray, mix: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """An input pose (J, 2) for the GT person ``keypoints`` (J, 3) with box ``bbox`` and OKS
-    ``area``, given the nearby persons' keypoints ``nearby`` (M, J, 3); returns it with the
-    error type of every joint (J,) (ERROR_TYPES indices, UNLABELED for unlabeled joints)."""
+    ``area``, given the nearby persons' keypoints ``nearby`` (M, J, 3), with the type
+    probabilities of type_probabilities (``mix``: a fitted table); returns it with the error
+    type of every joint (J,) (ERROR_TYPES indices, UNLABELED for unlabeled joints)."""
     kpts = np.asarray(keypoints, dtype=np.float64)
     nearby = np.asarray(nearby, dtype=np.float64).reshape(-1, *kpts.shape)
     labeled = kpts[:, 2] > 0
-    probs = type_probabilities(groups, int(labeled.sum()), len(nearby))
+    probs = type_probabilities(groups, int(labeled.sum()), len(nearby), mix)
     area = max(float(area), 1.0)
     radii = ks_radius(np.array([KS_GOOD, KS_JITTER, KS_MISS])[None], area,
                       np.asarray(sigmas, dtype=np.float64)[:, None]).tolist()  # (J, 3)
@@ -265,6 +285,7 @@ class PosefixTrainSet(Dataset):
         self.epoch = 0
         names = coco.category["keypoints"]
         self.groups = JointGroups.from_names(names)
+        self.mix = mix_table(params.error_mix)
         self.sigmas = coco.sigmas
         self.perm = np.arange(coco.num_joints)
         for a, b in flip_pairs_from_names(names):
@@ -281,7 +302,7 @@ class PosefixTrainSet(Dataset):
         person = self.people[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         points, types = synthesize_pose(rng, person.keypoints, person.bbox, person.area,
-                                        person.nearby, self.groups, self.sigmas)
+                                        person.nearby, self.groups, self.sigmas, self.mix)
         center, size = pose_crop(points, self.params)
         rot, flip = 0.0, False
         if self.augment:
