@@ -277,6 +277,11 @@ class PosefixParams:
     #: (PoseFix refines scores > 0; rescoring gives 0 to a pose with no joint above
     #: eval.in_vis_thr, which a refiner may still fix, so by default every pose is refined.)
     min_score: float = field(default=0.0, metadata={"min": 0})
+    #: Beyond the report (0: PoseFix, every joint takes the refiner's estimate): keep an input
+    #: joint where the refiner's output map at it is at least this share of the map's peak
+    #: (the refiner agrees), so refining cannot drag a joint it does not dispute (0.3: chosen
+    #: on a dev split, docs/ensemble-posefix-experiments.md).
+    keep_ratio: float = field(default=0.3, metadata={"min": 0, "max": 1})
     #: Error synthesis (beyond the report; empty: PoseFix's tables): per joint group (face,
     #: upper, lower) the probabilities of good, jitter, inversion, swap and miss, measured on
     #: a pipeline's predictions on a dev split (scripts/fit_posefix_errors.py).

@@ -319,6 +319,14 @@ def test_hrnet_refiner_starts_as_hrnet_and_decodes_like_the_pose_models(trained:
             assert errors.max() <= 1.5 + 1e-6, errors.max()
         else:  # DARK: sub-pixel, but smoothing with mirrored borders bends border joints
             assert np.median(errors) <= 0.5 and np.mean(errors <= 1.5) > 0.9, errors
+    # keep_ratio: where the refiner's map peaks at the input joint, the joint is kept exactly
+    kept = refine_results(echo, config, coco, entries, dataclasses.replace(params, keep_ratio=0.9),
+                          rt, progress=False)
+    assert kept.stats["joints_kept"] > 0.9 * 17 * len(entries)
+    same = [np.array_equal(np.round(np.reshape(a["keypoints"], (-1, 3))[:, :2], 3),
+                           np.reshape(b["keypoints"], (-1, 3))[:, :2])
+            for a, b in zip(entries, kept.refined, strict=True)]
+    assert np.mean(same) > 0.3 and kept.stats["joints_kept"] < 17 * len(entries) + 1
     # brief training from a saved HRNet: the stage's path, then a saved folder refines
     hrnet = HRNet(8, 17, (1, 1, 1), 1, "he")
     torch.save(hrnet.state_dict(), tmp_path / "hrnet.pt")

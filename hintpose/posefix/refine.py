@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from hintpose.config import PosefixParams
 from hintpose.data.coco import CocoPersons, validate_keypoint_results
-from hintpose.data.transforms import flip_pairs_from_names, transform_points
+from hintpose.data.transforms import affine_matrix, flip_pairs_from_names, transform_points
 from hintpose.io import read_json
 from hintpose.models.folder import load_network
 from hintpose.models.posefix import PoseFix, PoseFixHRNet, build_posefix, soft_argmax
@@ -53,6 +53,24 @@ def read_pose_results(path: str | Path, coco: CocoPersons) -> list[dict[str, Any
                                      coco.annotation_file.name)
 
 
+def _agrees(belief: np.ndarray, dataset: RefineSet, rows: range, stride: int,
+            ratio: float) -> np.ndarray:
+    """(N, J): where the refiner's output map (``belief``: heatmaps, or softmax
+    probabilities) at the input joint's pixel is at least ``ratio`` x its peak: the refiner
+    agrees with the input there, so the joint is kept (``posefix.keep_ratio``)."""
+    n, j, h, w = belief.shape
+    out = np.zeros((n, j), dtype=bool)
+    for k, row in enumerate(rows):
+        center, size = dataset.crop(row)
+        m = affine_matrix(center, size, 0.0, dataset.size)
+        kpts = np.reshape(dataset.entries[row]["keypoints"], (-1, 3))[:, :2]
+        px = np.rint(transform_points(kpts.astype(np.float64), m) / stride).astype(np.int64)
+        x, y = np.clip(px[:, 0], 0, w - 1), np.clip(px[:, 1], 0, h - 1)
+        at = belief[k, np.arange(j), y, x]
+        out[k] = at >= ratio * belief[k].reshape(j, -1).max(1)
+    return out
+
+
 @dataclass
 class Refinement:
     """Refined poses aligned with the input entries (before NMS) and the final results."""
@@ -79,6 +97,7 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
         perm[a], perm[b] = b, a
     width = params.input_width
     coords = np.zeros((len(todo), config["num_joints"], 2))
+    agree = np.zeros((len(todo), config["num_joints"]), dtype=bool)
     loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=False,
                         num_workers=params.train.workers, worker_init_fn=worker_init
                         if params.train.workers else None)
@@ -94,6 +113,14 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
         if isinstance(net, PoseFixHRNet):
             if flipped is not None:
                 out = (out + flipped.flip(3)[:, perm]) / 2
+            belief = out
+        else:
+            belief = torch.softmax(out.flatten(2), 2).reshape(out.shape)
+        if params.keep_ratio > 0:
+            agree[done:done + len(out)] = _agrees(
+                belief.cpu().numpy(), dataset, range(done, done + len(out)), net.stride,
+                params.keep_ratio)
+        if isinstance(net, PoseFixHRNet):
             crops = [dataset.crop(done + k) for k in range(len(out))]
             xy, _ = decode(out.cpu().numpy(), np.array([c for c, _ in crops]),
                            np.array([z for _, z in crops]), decoder, config["sigma"])
@@ -111,7 +138,7 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
     areas = np.zeros(len(entries))
     for k, i in enumerate(todo):
         kpts = np.reshape(entries[i]["keypoints"], (-1, 3)).astype(np.float64)
-        kpts[:, :2] = coords[k]
+        kpts[~agree[k], :2] = coords[k][~agree[k]]
         refined[i]["keypoints"] = np.round(kpts, 3).ravel().tolist()
         areas[i] = float(np.prod(dataset.crop(k)[1]))
     for i in set(range(len(entries))) - set(todo):
@@ -125,5 +152,6 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
                          soft_nms, coco.sigmas)
     results = [refined[i] for i in kept]
     stats = {"inputs": len(entries), "refined": len(todo), "results": len(results),
+             "joints_kept": int(agree.sum()),
              "seconds": round(time.perf_counter() - start, 2), "flip_test": params.flip_test}
     return Refinement(refined, results, stats)
