@@ -244,7 +244,9 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
 def test_experiment_reruns_only_posefix_stages_and_metrics_diff_shows_it(reproduced) -> None:
     repo, env = reproduced
     before = json.loads((repo / "metrics/logs/posefix/metrics.json").read_text())
-    out = run([*DVC, "exp", "run", "-S", "posefix.train.lr=0.002"], repo, env).stdout
+    # keep_ratio 0: every joint moves, so the new PoseFix changes the results downstream
+    out = run([*DVC, "exp", "run", "-S", "posefix.train.lr=0.002", "-S", "posefix.keep_ratio=0"],
+              repo, env).stdout
     assert ran_stages(out) == {"train_posefix", "refine", "score", "report"}, out
     after = json.loads((repo / "metrics/logs/posefix/metrics.json").read_text())
     assert after["lr"] != before["lr"] and after["train_loss"] != before["train_loss"]
