@@ -238,6 +238,10 @@ class PosefixTrainParams:
     workers: int = field(default=1, metadata={"min": 0, "max": MAX_WORKERS})
 
 
+#: Joint groups of ``posefix.error_mix`` (face, upper body, lower body), in table order.
+ERROR_MIX_GROUPS = ("face", "upper", "lower")
+
+
 @dataclass(frozen=True)
 class PosefixParams:
     """``posefix``: the PoseFix refiner (network, crops, input-pose maps) and its use."""
@@ -295,9 +299,9 @@ class PosefixParams:
                 raise ConfigError(f"{key} must be a multiple of {multiple} with backbone "
                                   f"{self.backbone}, got {getattr(self, key)}")
         if self.error_mix:
-            groups = ("face", "upper", "lower")
-            if sorted(self.error_mix) != sorted(groups):
-                raise ConfigError(f"error_mix must give the groups {', '.join(groups)}, got "
+            if sorted(self.error_mix) != sorted(ERROR_MIX_GROUPS):
+                raise ConfigError(f"error_mix must give the groups "
+                                  f"{', '.join(ERROR_MIX_GROUPS)}, got "
                                   f"{', '.join(map(str, self.error_mix))}")
             for group, row in self.error_mix.items():
                 if len(row) != 5 or min(row) < 0 or not sum(row) > 0:

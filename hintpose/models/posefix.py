@@ -117,6 +117,7 @@ def build_posefix(config: dict[str, Any]) -> PoseFix | PoseFixHRNet:
     ResNet PoseFix, or with ``backbone: hrnet`` PoseFixHRNet."""
     if config.get("backbone", "resnet") == "hrnet":
         hr = config["hrnet"]
+        float(config["sigma"])  # refinement decodes with it: a model.json without it is invalid
         return PoseFixHRNet(config["num_joints"], hr["width"], tuple(hr["modules"]),
                             hr["blocks"])
     return PoseFix.from_config(config)

@@ -110,17 +110,15 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
             out = net(image, maps).float()
             flipped = (net(image.flip(3), maps.flip(3)[:, perm]).float() if params.flip_test
                        else None)
-        if isinstance(net, PoseFixHRNet):
-            if flipped is not None:
-                out = (out + flipped.flip(3)[:, perm]) / 2
-            belief = out
-        else:
-            belief = torch.softmax(out.flatten(2), 2).reshape(out.shape)
-        if params.keep_ratio > 0:
+        hrnet = isinstance(net, PoseFixHRNet)
+        if hrnet and flipped is not None:
+            out = (out + flipped.flip(3)[:, perm]) / 2
+        if params.keep_ratio > 0:  # heatmaps, or the softmax of logits relative to its peak
+            belief = out if hrnet else torch.exp(out - out.flatten(2).amax(2)[..., None, None])
             agree[done:done + len(out)] = _agrees(
                 belief.cpu().numpy(), dataset, range(done, done + len(out)), net.stride,
                 params.keep_ratio)
-        if isinstance(net, PoseFixHRNet):
+        if hrnet:
             crops = [dataset.crop(done + k) for k in range(len(out))]
             xy, _ = decode(out.cpu().numpy(), np.array([c for c, _ in crops]),
                            np.array([z for _, z in crops]), decoder, config["sigma"])

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hintpose.config import PosefixParams
+from hintpose.config import ERROR_MIX_GROUPS, PosefixParams
 from hintpose.data.coco import CocoPersons, read_image
 from hintpose.data.crowd import box_iou
 from hintpose.data.transforms import (
@@ -62,7 +62,7 @@ NEARBY_IOU = 0.1
 KS_GOOD, KS_JITTER, KS_MISS = 0.85, 0.5, 0.1
 
 #: Joint groups of ``JointGroups.body`` (the keys of ``posefix.error_mix``).
-GROUP_NAMES = ("face", "upper", "lower")
+GROUP_NAMES = ERROR_MIX_GROUPS
 _FACE = ("nose", "eye", "ear", "head", "neck")
 _LOWER = ("hip", "knee", "ankle")
 
