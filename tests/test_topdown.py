@@ -150,8 +150,7 @@ def test_training_sample_shapes_and_determinism(coco) -> None:
     # HRNet's official augmentation (every random draw: scale, rotation, half body, flip);
     # one sample per item (paired_cues off)
     params = PoseDataParams(input_width=48, input_height=64, scale_factor=0.35,
-                            rotation_factor=45.0, rotation_prob=0.6, half_body_prob=0.3,
-                            paired_cues=False)
+                            rotation_factor=45.0, rotation_prob=0.6, half_body_prob=0.3)
     ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=7, cue="point")
     sample = ds[0]
     assert set(sample) == {"image", "target", "target_weight", "cue", "meta"}
@@ -172,7 +171,7 @@ def test_training_sample_shapes_and_determinism(coco) -> None:
 
 def test_training_cue_lands_on_a_labeled_joint(coco) -> None:
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                            half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=False)
+                            half_body_prob=0.0, flip=False, scale_factor=0.0)
     ds = TopDownDataset(coco, training_instances(coco), params, train=True, seed=0, cue="point")
     inst = ds.instances[0]
     center, size = box_to_center_size(inst.bbox, 0.75, params.box_padding)
@@ -221,8 +220,7 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
     """With other_box_prob 1 an instance-cue sample is cropped around the neighbour's box
     while its targets and cue are the first person's joints; other models ignore it."""
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                            half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0,
-                            paired_cues=False)
+                            half_body_prob=0.0, flip=False, scale_factor=0.0, other_box_prob=1.0)
     instances = training_instances(pair)
     cue_ds = TopDownDataset(pair, instances, params, train=True, seed=0, cue="point")
     plain = TopDownDataset(pair, instances, params, train=True, seed=0)
@@ -244,19 +242,20 @@ def test_other_box_frames_the_crop_but_target_and_cue_stay(pair) -> None:
 
 
 def test_paired_cues_give_two_targets_for_the_same_pixels(pair) -> None:
-    """paired_cues: an instance-cue item is the same crop twice, cued on its person (target:
-    that person) and on the nearest neighbour (target: the neighbour, joints outside the crop
-    weighted 0); the far third person has no neighbour with enough joints in its crop, so
-    both halves are its own. A batch of paired items concatenates the pairs."""
+    """paired (a schedule's paired_cues): an instance-cue item is the same crop twice, cued on
+    its person (target: that person) and on the nearest neighbour (target: the neighbour,
+    joints outside the crop weighted 0); the far third person has no neighbour with enough
+    joints in its crop, so both halves are its own. A batch of paired items concatenates the
+    pairs."""
     from hintpose.topdown.samples import nearest_neighbours
 
     params = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                            half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=True)
+                            half_body_prob=0.0, flip=False, scale_factor=0.0)
     instances = training_instances(pair)
     near = nearest_neighbours(pair, instances)
     np.testing.assert_array_equal(near[0], instances[1].keypoints)
     np.testing.assert_array_equal(near[2], instances[1].keypoints)  # nearest centre, far away
-    ds = TopDownDataset(pair, instances, params, train=True, seed=0, cue="point")
+    ds = TopDownDataset(pair, instances, params, train=True, seed=0, cue="point", paired=True)
     first, second = ds[0]
     image, target, weight, cue = (torch.stack([first[k], second[k]])
                                   for k in ("image", "target", "target_weight", "cue"))
@@ -306,22 +305,24 @@ def test_inference_cue_on_given_point(coco) -> None:
 
 
 def test_center_jitter_moves_training_crops_like_a_detector(pair) -> None:
-    """center_jitter: training crops move off the box centre by up to 2 std (box widths,
-    heights), every model alike; 0, 0 (the default) keeps HRNet's centred crops."""
+    """center_jitter (a schedule's): training crops move off the box centre by up to 2 std
+    (box widths, heights), every model alike; 0, 0 (the pretraining's) keeps HRNet's centred
+    crops, and so does every crop that is not a training crop."""
     still = PoseDataParams(input_width=48, input_height=64, rotation_prob=0.0, half_body_prob=0.0,
-                           flip=False, scale_factor=0.0, paired_cues=False)
-    moved = replace(still, center_jitter=(0.2, 0.1))
+                           flip=False, scale_factor=0.0)
     instances = training_instances(pair)
     box = instances[0].bbox
     own, _ = box_to_center_size(box, 0.75, still.box_padding)
     offsets = []
     for epoch in range(30):
-        ds = TopDownDataset(pair, instances, moved, train=True, seed=0)
+        ds = TopDownDataset(pair, instances, still, train=True, seed=0, center_jitter=(0.2, 0.1))
         ds.set_epoch(epoch)
         offsets.append((ds[0]["meta"]["center"] - own) / np.asarray(box[2:4]))
         fixed = TopDownDataset(pair, instances, still, train=True, seed=0)
         fixed.set_epoch(epoch)
         np.testing.assert_allclose(fixed[0]["meta"]["center"], own)
+        evaluated = TopDownDataset(pair, instances, still, train=False, center_jitter=(0.2, 0.1))
+        np.testing.assert_allclose(evaluated[0]["meta"]["center"], own)
     off = np.abs(np.array(offsets))
     assert off[:, 0].max() <= 0.4 + 1e-6 and off[:, 1].max() <= 0.2 + 1e-6
     assert off[:, 0].mean() > 0.05 and off[:, 1].mean() > 0.02
@@ -331,19 +332,20 @@ def test_pair_probability_and_neighbour_weight(pair) -> None:
     """pair_prob 0: the second sample of a pair is the target again; neighbour_weight scales
     the neighbour's joint weights while its cue still lands on the neighbour."""
     base = PoseDataParams(input_width=48, input_height=64, cue_jitter=0.0, rotation_prob=0.0,
-                          half_body_prob=0.0, flip=False, scale_factor=0.0, paired_cues=True)
+                          half_body_prob=0.0, flip=False, scale_factor=0.0)
     instances = training_instances(pair)
-    never = TopDownDataset(pair, instances, replace(base, pair_prob=0.0), train=True, cue="point")
+    never = TopDownDataset(pair, instances, replace(base, pair_prob=0.0), train=True, cue="point",
+                           paired=True)
     first, second = never[0]
     assert torch.equal(first["target"], second["target"])
-    full = TopDownDataset(pair, instances, base, train=True, cue="point")[0][1]
+    full = TopDownDataset(pair, instances, base, train=True, cue="point", paired=True)[0][1]
     half = TopDownDataset(pair, instances, replace(base, neighbour_weight=0.5), train=True,
-                          cue="point")[0][1]
+                          cue="point", paired=True)[0][1]
     assert torch.equal(full["target"], half["target"])
     np.testing.assert_allclose(half["target_weight"].numpy(), full["target_weight"].numpy() * 0.5)
     np.testing.assert_allclose(half["meta"]["cue"], full["meta"]["cue"])
     zero = TopDownDataset(pair, instances, replace(base, neighbour_weight=0.0), train=True,
-                          cue="point")[0][1]
+                          cue="point", paired=True)[0][1]
     assert zero["target_weight"].sum() == 0
     np.testing.assert_allclose(zero["meta"]["cue"], full["meta"]["cue"])  # still cued there
 
@@ -352,7 +354,7 @@ def test_recurrent_samples_carry_their_feedback_corruption(pair) -> None:
     """feedback_corrupt: a recurrent model's training samples draw which fed-back joints are
     moved (kind 1) or swapped with their mirror twin (kind 2, only joints that have one),
     deterministically; other models, one-hop models and inference draw nothing."""
-    params = PoseDataParams(input_width=48, input_height=64, paired_cues=False,
+    params = PoseDataParams(input_width=48, input_height=64,
                             feedback_corrupt=0.5, feedback_shift=(2.0, 3.0))
     instances = training_instances(pair)
     ds = TopDownDataset(pair, instances, params, train=True, seed=3, hops=3)

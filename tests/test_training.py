@@ -457,13 +457,13 @@ def test_cue_branch_continues_the_pretraining(splits, tmp_path: Path) -> None:
     last hop equals the branch's output), and a file of other weights is a clear error."""
     train, val = splits
     pose = tiny_pose()
-    pose = replace(pose, data=replace(pose.data, paired_cues=True),
-                   pretrain=PosePretrainParams(**{**asdict(pose.train), "epochs": 1,
-                                                  "cue_epochs": 2, "probe_pairs": 4,
-                                                  "val_images": 0,
-                                                  "branches": ("cue", "recurrent")}))
+    pose = replace(pose, pretrain=PosePretrainParams(**{**asdict(pose.train), "epochs": 1,
+                                                        "cue_epochs": 2, "probe_pairs": 4,
+                                                        "val_images": 0, "paired_cues": True,
+                                                        "branches": ("cue", "recurrent")}))
     schedule = branch_schedule(pose.pretrain)
     assert (schedule.epochs, schedule.lr, schedule.lr_steps) == (2, pytest.approx(1e-3), (0.5,))
+    assert schedule.paired_cues
     ckpt = tmp_path / "ckpt" / CHECKPOINT
     pre, branches = pretrain_backbone(PoseData(train, val, pose.data), pose, CPU, ckpt,
                                       progress=False)
@@ -572,3 +572,17 @@ def test_recurrent_model_trains_on_corrupted_detached_weighted_feedback(splits) 
     single = fit_model(train, None, pose, ModelParams(), CPU, progress=False)
     same = fit_model(train, None, base, ModelParams(), CPU, progress=False)
     assert states_equal(single.model, same.model)
+
+
+def test_center_jitter_belongs_to_the_schedule(splits) -> None:
+    """A fine-tune's crops move by ``pose.train.center_jitter`` (its trained weights differ
+    from HRNet's centred crops'), and the branches keep the pretraining's crops and pairs."""
+    train, _ = splits
+    pose = tiny_pose(epochs=1)
+    moved = replace(pose.pretrain, center_jitter=(0.1, 0.05))
+    assert branch_schedule(moved).center_jitter == (0.1, 0.05)
+    assert branch_schedule(pose.pretrain).center_jitter == (0.0, 0.0)
+    assert branch_schedule(pose.pretrain).paired_cues and not pose.train.paired_cues
+    runs = [fit_model(train, None, replace(pose, train=replace(pose.train, center_jitter=jit)),
+                      ModelParams(), CPU, progress=False) for jit in ((0.0, 0.0), (0.2, 0.1))]
+    assert not states_equal(runs[0].model, runs[1].model)

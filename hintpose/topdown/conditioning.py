@@ -11,7 +11,7 @@ A cue type (``models.<name>.cue``) is one :class:`Conditioning` subclass, regist
 - ``network_block`` / ``merge``: how the network takes it in (a block added to HRNet, its
   parameter prefix ``weight_prefix``), starting as a no-op on a trained HRNet;
 - ``uses_crowd_training``: whether training frames crops by other persons' boxes and pairs
-  each crop with a neighbour-cued copy (``pose.data.other_box_prob``, ``paired_cues``); and
+  each crop with a neighbour-cued copy (``pose.data.other_box_prob``, ``pose.*.paired_cues``); and
   ``probe``: whether the cue probe (hintpose.topdown.cue_probe) applies.
 
 Three kinds exist: ``none`` (plain HRNet), ``point``, the report's instance cue: a Gaussian

@@ -49,10 +49,6 @@ class PoseDataParams:
     #: another person overlapping the target (IoU >= 0.1), while target and cue stay on the
     #: target. Without it a crop's own box already names the person, and the cue is redundant.
     other_box_prob: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    #: Instance-cue models only (beyond the report; false: the report's cue training): every
-    #: training crop is used twice in one step, as MIPNet trains, cued on its person and on
-    #: the nearest neighbour (targets: that person, that neighbour); see TopDownDataset.
-    paired_cues: bool = True
     #: Beyond the report (empty: the report, every hop's target at ``sigma``): coarse to fine
     #: targets for recurrent models, one factor per hop (``pose.hops`` of them): hop h is
     #: trained on Gaussians of ``sigma`` x factor h, so the later hops have a job, to sharpen.
@@ -76,11 +72,6 @@ class PoseDataParams:
     #: again), and the loss weight of the neighbour's joints.
     pair_prob: float = field(default=1.0, metadata={"min": 0, "max": 1})
     neighbour_weight: float = field(default=1.0, metadata={"min": 0, "max": 1})
-    #: Beyond the report (0, 0: HRNet's crops, centred on the box): std of a training crop's
-    #: centre offset in box widths and heights (clipped at 2 std), as a detector's boxes err
-    #: (the committed detector on a dev split: 0.14, 0.06; benchmarks/box_errors.py).
-    center_jitter: tuple[float, float] = field(default=(0.0, 0.0), metadata={"min": 0,
-                                                                            "max": 1})
     box_padding: float = field(default=1.25, metadata={"min": 1.0, "max": 100})
     #: Heatmap targets (hintpose.topdown.codec.TARGETS): ``hrnet`` centres the Gaussian on the
     #: joint's nearest heatmap pixel (the report); ``unbiased`` (DARK) on the joint itself.
@@ -121,6 +112,18 @@ class PoseTrainParams:
     #: run after every epoch, the learning curve of the cue (0: none).
     probe_pairs: int = field(default=100, metadata={"min": 0, "max": lim.MAX_SAMPLES})
     workers: int = field(default=1, metadata={"min": 0, "max": lim.MAX_WORKERS})
+    #: Beyond the report (0, 0: HRNet's crops, centred on the box): std of a training crop's
+    #: centre offset in box widths and heights (clipped at 2 std), as a detector's boxes err
+    #: (the committed detector on a dev split: 0.14, 0.06; metrics/details/box_errors.json).
+    #: Per schedule: the fine-tunes move their crops, the pretraining keeps them centred.
+    center_jitter: tuple[float, float] = field(default=(0.14, 0.06), metadata={"min": 0,
+                                                                              "max": 1})
+    #: Instance-cue models only (beyond the report; false: the report's cue training): every
+    #: training crop is used twice in one step, as MIPNet trains, cued on its person and on
+    #: the nearest neighbour (targets: that person, that neighbour; ``pose.data.pair_prob``,
+    #: ``neighbour_weight``); see TopDownDataset. Per schedule: the cue branch learns to read
+    #: the cue from the pairs, the fine-tunes train as the report.
+    paired_cues: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,11 @@ class PosePretrainParams(PoseTrainParams):
     lr_steps: tuple[float, ...] = field(default=(0.75,), metadata={"gt": 0, "lt": 1})
     max_samples: int = field(default=0, metadata={"min": 0, "max": lim.MAX_SAMPLES})
     val_images: int = field(default=50, metadata={"min": 0, "max": lim.MAX_IMAGES})
+    #: HRNet's centred crops: the shared start learns the person in the middle of the box
+    #: (off-centre pretraining crops cost 1.9 AP with GT boxes; docs/instance-cue-experiments.md).
+    center_jitter: tuple[float, float] = field(default=(0.0, 0.0), metadata={"min": 0,
+                                                                            "max": 1})
+    paired_cues: bool = True
     #: Beyond the report (0: the report, cue models start from the plain HRNet with a cue
     #: block that adds nothing): the branches. The pretrained HRNet trains ``cue_epochs``
     #: more epochs twice (lr, then x ``lr_factor`` for the second half): alone, and as a copy

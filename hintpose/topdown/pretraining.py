@@ -1,13 +1,14 @@
 """The pretrain stage: one plain HRNet every pose model starts from, and its branches.
 
 With ``pose.pretrain.cue_epochs`` k > 0 the pretrained HRNet continues in branches of k epochs
-each, on one schedule (:func:`branch_schedule`: a short second cycle of the pretraining's lr):
-the plain HRNet alone, and a copy per entry of ``pose.pretrain.branches``: with the
-instance-cue input on the crops ``pose.data`` describes (``cue``: paired cues, as MIPNet
-trains), with recurrent refinement (``recurrent``: its feedback blocks learn in the branch,
-fed as ``pose.data`` says) or with both (``cue_recurrent``). Each model starts from the branch
-of its kind (hintpose.topdown.params.branch_for), the others from the plain one: each has had the same number
-of pretraining steps, from the same start.
+each, on one schedule (:func:`branch_schedule`: a short second cycle of the pretraining's lr,
+on the pretraining's crops): the plain HRNet alone, and a copy per entry of
+``pose.pretrain.branches``: with the instance-cue input (``cue``: paired cues, as MIPNet
+trains, with ``pose.pretrain.paired_cues``), with recurrent refinement (``recurrent``: its
+feedback blocks learn in the branch, fed as ``pose.data`` says) or with both
+(``cue_recurrent``). Each model starts from the branch of its kind
+(hintpose.topdown.params.branch_for), the others from the plain one: each has had the same
+number of pretraining steps, from the same start.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from hintpose.engine import CHECKPOINT, TrainResult
 from hintpose.io import output_dir, save_torch, write_json
 from hintpose.models.folder import MODEL_CONFIG, plain_state
 from hintpose.runtime import SINGLE_PROCESS, DistInfo, Runtime
-from hintpose.topdown.params import BRANCHES
+from hintpose.topdown.params import BRANCH_WEIGHTS, BRANCHES
 from hintpose.topdown.spec import ModelSpec
 from hintpose.topdown.training import PoseData, start_model, train_pose_model
-from hintpose.topdown.weights import BACKBONE_WEIGHTS, BRANCH_WEIGHTS, save_backbone
+from hintpose.topdown.weights import BACKBONE_WEIGHTS, save_backbone
 from hintpose.trainlog import write_log
 
 #: The pretrained HRNet the branches start from, kept beside the resume checkpoint.
@@ -36,12 +37,13 @@ BRANCH_CHECKPOINTS = {"plain": "plain_last.pt", **{name: f"{name}_last.pt" for n
 
 def branch_schedule(pre: PosePretrainParams) -> PoseTrainParams:
     """The branches' schedule: ``cue_epochs`` epochs at the pretraining's lr, times its
-    ``lr_factor`` for the second half; the cue block's lr x ``added_lr_mult``."""
+    ``lr_factor`` for the second half; the cue block's lr x ``added_lr_mult``; the
+    pretraining's crops and cue pairs (``center_jitter``, ``paired_cues``)."""
     return PoseTrainParams(
         epochs=pre.cue_epochs, batch_size=pre.batch_size, lr=pre.lr, lr_steps=(0.5,),
         lr_factor=pre.lr_factor, added_lr_mult=pre.added_lr_mult, max_samples=pre.max_samples,
         val_samples=pre.val_samples, val_images=pre.val_images, probe_pairs=pre.probe_pairs,
-        workers=pre.workers)
+        workers=pre.workers, center_jitter=pre.center_jitter, paired_cues=pre.paired_cues)
 
 
 def pretrain_backbone(data: PoseData, pose: PoseParams, rt: Runtime,

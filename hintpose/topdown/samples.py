@@ -3,7 +3,7 @@
 Crops are described by a center and a size in image pixels (the region warped to the
 network input; see hintpose.data.transforms). ``TopDownDataset`` yields :class:`Sample`
 mappings (the keys below) for training and for inference on given boxes and instance cues; a
-paired training item (``pose.data.paired_cues``) is a tuple of two of them, and
+paired training item (a schedule's ``paired_cues``) is a tuple of two of them, and
 :func:`collate` stacks both kinds into a batch with the same keys.
 Randomness per sample comes from (seed, epoch, index), so results do not depend on the number
 of loader workers and a resumed run sees the same samples.
@@ -141,6 +141,17 @@ def training_instances(coco: CocoPersons) -> list[Instance]:
     ]
 
 
+def center_offset(rng: np.random.Generator, std: np.ndarray) -> np.ndarray:
+    """A training crop's centre offset in box widths and heights: N(0, std), clipped at 2 std
+    (``center_jitter``)."""
+    return np.clip(rng.standard_normal(2), -2, 2) * std
+
+
+def scale_draw(rng: np.random.Generator, factor: float) -> float:
+    """A training crop's size factor: N(1, factor), clipped to 1 +- factor (HRNet's)."""
+    return float(np.clip(rng.standard_normal() * factor + 1, 1 - factor, 1 + factor))
+
+
 class TopDownDataset(Dataset):
     """Crops of ``instances`` warped to the input size, with targets and (for a model whose
     ``cue`` type takes an input, hintpose.topdown.conditioning) the rendered cue.
@@ -152,8 +163,8 @@ class TopDownDataset(Dataset):
     crop is framed with probability ``params.other_box_prob`` by an overlapping person's box
     instead of the target's own (see :func:`overlapping_boxes`, ``OTHER_BOX_MIN_JOINTS``):
     the target, and so the cue, stay the same, so the network learns to estimate the person
-    the cue marks, not the one the box centers. With ``params.paired_cues`` as well every
-    training item is a pair of samples of the same crop (same pixels, same augmentation), as
+    the cue marks, not the one the box centers. With ``paired`` (a schedule's ``paired_cues``)
+    every training item is a pair of samples of the same crop (same pixels, same augmentation), as
     MIPNet trains: cued on the target (target: the target) and cued on its nearest neighbour
     (:func:`nearest_neighbours`; target: the neighbour, its joints outside the crop weighted
     0), or, when no more than PAIR_MIN_JOINTS of the neighbour's visible joints lie in the
@@ -161,20 +172,23 @@ class TopDownDataset(Dataset):
     poses, so the cue cannot be ignored (``pair_prob`` < 1: the neighbour only that often;
     ``neighbour_weight``: its joints' loss weight). A paired item is a tuple of the two
     samples. At inference a detection box holding several people gets one cue per person.
-    ``center_jitter`` moves training crops off the box centre as a detector's boxes are, and
+    ``center_jitter`` (the schedule's: std in box widths and heights, clipped at 2 std) moves
+    training crops off the box centre as a detector's boxes are, and
     a recurrent model's samples (``hops`` > 1) carry the corruption of its fed-back heatmaps
     (``feedback_corrupt``; applied by hintpose.topdown.feedback).
     """
 
     def __init__(self, coco: CocoPersons, instances: Sequence[Instance], params: PoseDataParams,
                  train: bool, seed: int = 0, cue: Conditioning | str = "none",
-                 hops: int = 1) -> None:
+                 hops: int = 1, center_jitter: tuple[float, float] = (0.0, 0.0),
+                 paired: bool = False) -> None:
         self.coco = coco
         self.instances = list(instances)
         self.params = params
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.center_jitter = np.asarray(center_jitter if train else (0.0, 0.0), np.float64)
         self.cue = conditioning(cue) if isinstance(cue, str) else cue
         self.input_size = (params.input_width, params.input_height)
         self.aspect = params.input_width / params.input_height
@@ -198,7 +212,7 @@ class TopDownDataset(Dataset):
         if crowd and params.other_box_prob > 0:
             self.other_boxes = overlapping_boxes(coco, self.instances)
         self.neighbours: list[np.ndarray | None] | None = None
-        if crowd and params.paired_cues:
+        if crowd and paired:
             self.neighbours = nearest_neighbours(coco, self.instances)
 
     def set_epoch(self, epoch: int) -> None:
@@ -212,16 +226,15 @@ class TopDownDataset(Dataset):
                  size: np.ndarray, width: int,
                  box: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float, bool]:
         p = self.params
-        if any(p.center_jitter):  # a detector's centre error, in box widths and heights
-            move = np.clip(rng.standard_normal(2), -2, 2) * np.asarray(p.center_jitter)
-            center = center + move * np.asarray(box[2:4], np.float64)
+        if self.center_jitter.any():  # a detector's centre error, in box widths and heights
+            center = center + center_offset(rng, self.center_jitter) * np.asarray(box[2:4],
+                                                                                 np.float64)
         if (int((kpts[:, 2] > 0).sum()) > p.half_body_min_joints
                 and rng.random() < p.half_body_prob):
             half = half_body_crop(kpts, self.upper, self.aspect, rng)
             if half is not None:
                 center, size = half
-        sf = p.scale_factor
-        size = size * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
+        size = size * scale_draw(rng, p.scale_factor)
         rot = 0.0
         if rng.random() <= p.rotation_prob:
             rf = p.rotation_factor

@@ -222,7 +222,8 @@ class PoseTask(Task):
                             if recurrent and weights else None)
         self.val_coco = data.val
         self.train_ds = TopDownDataset(data.train, instances, data.params, train=True,
-                                       seed=spec.seed, cue=spec.conditioning, hops=spec.hops)
+                                       seed=spec.seed, cue=spec.conditioning, hops=spec.hops,
+                                       center_jitter=tp.center_jitter, paired=tp.paired_cues)
         self.sampler = _EpochSampler(DistributedSampler(
             range(len(instances)), num_replicas=info.world_size, rank=info.rank, shuffle=True,
             seed=spec.seed))

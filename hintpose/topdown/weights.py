@@ -12,7 +12,6 @@ from hintpose.errors import ConfigError, HintPoseError
 from hintpose.io import save_torch
 from hintpose.models.folder import plain_state
 from hintpose.models.hintpose import FEEDBACK_PREFIXES, HintPose
-from hintpose.topdown.params import BRANCH_WEIGHTS  # the branches' files, by name
 
 #: The pretrain stage's HRNet (official parameter names), the init of every pose model.
 BACKBONE_WEIGHTS = "hrnet.pt"
