@@ -194,12 +194,14 @@ class CuesParams:
 
 @dataclass(frozen=True)
 class EnsembleParams:
-    """``ensemble``: the heatmap ensemble of infer@<model> outputs (the report's six models)."""
+    """``ensemble``: the heatmap ensemble of infer@<model> outputs. The report's (its six
+    models, equal weights) is the ensemble_report stage's, whatever these say."""
 
-    #: Entries of ``models`` whose heatmaps are averaged per (box, cue) instance.
-    members: tuple[str, ...] = ("ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")
+    #: Entries of ``models`` whose heatmaps are averaged per (box, cue) instance; beyond the
+    #: report: the default was chosen on a dev split (docs/ensemble-posefix-experiments.md).
+    members: tuple[str, ...] = ("rr_a", "rr_b", "icrr_a", "icrr_b")
     #: One weight per member (empty: equal weights).
-    weights: tuple[float, ...] = field(default=(), metadata={"gt": 0})
+    weights: tuple[float, ...] = field(default=(2.0, 2.0, 1.0, 1.0), metadata={"gt": 0})
     #: Instances read, averaged and decoded at a time (bounds the memory used).
     chunk: int = field(default=256, metadata={"min": 1, "max": 65536})
 

@@ -66,6 +66,17 @@ def resolve_members(params: EnsembleParams, models: Mapping[str, Any],
             for name, w in zip(params.members, weights, strict=True)]
 
 
+def report_rule_members(models: Mapping[str, Any], infer_dir: str | Path) -> list[Member]:
+    """The report's ensemble: every HintPose model of ``models`` (a cue input or recurrent
+    refinement; in the default the two seeds of I.C., R.R. and I.C.+R.R.), equal weights.
+    ``models`` without one is a ConfigError."""
+    names = [name for name, m in models.items() if m.cue != "none" or m.recurrent]
+    if not names:
+        raise ConfigError(f"models: the report's ensemble needs a model with a cue or "
+                          f"recurrent refinement (models: {', '.join(models) or 'none'})")
+    return [Member(name, Path(infer_dir) / name, 1.0) for name in names]
+
+
 class HeatmapFile:
     """Rows of a heatmap array stored as .npy (N, J, h, w), read with file reads on demand."""
 

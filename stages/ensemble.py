@@ -1,4 +1,8 @@
-"""Stage ensemble: average the heatmaps of the ``ensemble.members`` per (box, cue) instance.
+"""Stages ensemble, ensemble_report: average the members' heatmaps per (box, cue) instance.
+
+The members are ``ensemble.members`` with ``ensemble.weights``, or with ``--report-rule`` the
+report's: every model of ``models`` with a cue input or recurrent refinement, equal weights
+(hintpose.ensemble.report_rule_members; the ensemble_report stage, its labelled row).
 
 Reads ``<infer>/<member>/`` (written by infer@<member>) for both box modes and writes, in the
 layout of an infer output (so ``score --results ensemble=<out>`` scores it),
@@ -16,7 +20,7 @@ from pathlib import Path
 from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
-from hintpose.ensemble import resolve_members, run_ensemble
+from hintpose.ensemble import report_rule_members, resolve_members, run_ensemble
 from hintpose.io import output_dir, write_csv, write_json
 from hintpose.topdown.outputs import BOX_MODES, inference_files
 from hintpose.topdown.postprocess import PostSettings
@@ -30,9 +34,12 @@ def main() -> None:
                     help="parent folder of the infer@<model> outputs")
     ap.add_argument("--out", type=Path, default=Path("data/ensemble"))
     ap.add_argument("--details", type=Path, default=Path("metrics/details/ensemble.json"))
+    ap.add_argument("--report-rule", action="store_true",
+                    help="the report's members and weights instead of ensemble.members")
     args = ap.parse_args()
     params = load_params(args.params)
-    members = resolve_members(params.ensemble, params.models, args.infer)
+    members = (report_rule_members(params.models, args.infer) if args.report_rule else
+               resolve_members(params.ensemble, params.models, args.infer))
     val = load_split(args.dataset, "val")
 
     metrics, runs = {}, {}
@@ -56,7 +63,9 @@ def main() -> None:
                   f"{out.stats['agreement']}")
         settings = {"members": {m.name: {"folder": str(m.folder), "weight": m.weight}
                                 for m in members},
-                    "ensemble": dataclasses.asdict(params.ensemble),
+                    "rule": "report" if args.report_rule else "ensemble.members",
+                    "ensemble": ({"chunk": params.ensemble.chunk} if args.report_rule
+                                 else dataclasses.asdict(params.ensemble)),
                     "eval": dataclasses.asdict(report_protocol), "runs": runs}
         write_json(tmp / "ensemble.json", settings)
     write_json(args.details, metrics)

@@ -176,7 +176,7 @@ def test_hostile_yaml_is_refused_at_once(tmp_path: Path, text: str, message: str
 def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("ensemble:\n  members: &six [ic_a, ic_b, rr_a, rr_b, icrr_a, icrr_b]\n"
-                    "box_removal:\n  models: *six\n")
+                    "  weights: []\nbox_removal:\n  models: *six\n")
     params = load_params(path)
     assert params.box_removal.models == params.ensemble.members == (
         "ic_a", "ic_b", "rr_a", "rr_b", "icrr_a", "icrr_b")

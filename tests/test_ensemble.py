@@ -26,6 +26,7 @@ from hintpose.ensemble import (
     Member,
     align_members,
     load_member,
+    report_rule_members,
     resolve_members,
     run_ensemble,
 )
@@ -167,7 +168,8 @@ def test_mismatched_members_are_clear_errors(tmp_path: Path) -> None:
 def test_members_and_weights_from_params(tmp_path: Path) -> None:
     models = {"ic_a": ModelParams(), "rr_a": ModelParams()}
     with pytest.raises(ConfigError, match="unknown model.*nope, gone"):
-        resolve_members(EnsembleParams(members=("ic_a", "nope", "gone")), models, tmp_path)
+        resolve_members(EnsembleParams(members=("ic_a", "nope", "gone"), weights=()), models,
+                        tmp_path)
     members = resolve_members(EnsembleParams(members=("ic_a", "rr_a"), weights=(2.0, 1.0)),
                               models, tmp_path)
     assert [(m.name, m.folder, m.weight) for m in members] == [
@@ -175,7 +177,7 @@ def test_members_and_weights_from_params(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="one weight per member"):
         EnsembleParams(members=("ic_a", "rr_a"), weights=(1.0,))
     with pytest.raises(ConfigError, match="more than once"):
-        EnsembleParams(members=("ic_a", "ic_a"))
+        EnsembleParams(members=("ic_a", "ic_a"), weights=())
 
 
 # --------------------------------------------------------------------------- real infer outputs
@@ -263,3 +265,25 @@ def test_stage_writes_a_scorable_folder(infer_outputs: Path, tmp_path: Path,
     with pytest.raises(SystemExit):
         runpy.run_path(str(ROOT / "stages" / "ensemble.py"), run_name="__main__")
     assert (out / "results_det.json").is_file()
+    # the report's rule ignores ensemble.members: here only ic_a takes a cue or recurs
+    report = tmp_path / "ensemble_report"
+    monkeypatch.setattr(sys, "argv", [*argv[:-4], "--out", str(report), "--details",
+                                      str(tmp_path / "report.json"), "--report-rule"])
+    runpy.run_path(str(ROOT / "stages" / "ensemble.py"), run_name="__main__")
+    settings = json.loads((report / "ensemble.json").read_text())
+    assert list(settings["members"]) == ["ic_a"] and settings["rule"] == "report"
+    assert settings["ensemble"] == {"chunk": params["ensemble"]["chunk"]}
+
+
+def test_report_rule_is_every_hintpose_model_equally(tmp_path: Path) -> None:
+    """The report's ensemble (the ensemble_report stage): every model with a cue input or
+    recurrent refinement, equal weights, whatever ``ensemble.members`` says."""
+    models = {"baseline": ModelParams(), "ic_a": ModelParams(cue="point"),
+              "rr_a": ModelParams(recurrent=True),
+              "icrr_a": ModelParams(cue="point", recurrent=True)}
+    members = report_rule_members(models, tmp_path)
+    assert [(m.name, m.folder, m.weight) for m in members] == [
+        ("ic_a", tmp_path / "ic_a", 1.0), ("rr_a", tmp_path / "rr_a", 1.0),
+        ("icrr_a", tmp_path / "icrr_a", 1.0)]
+    with pytest.raises(ConfigError, match="report's ensemble needs a model.*baseline"):
+        report_rule_members({"baseline": ModelParams()}, tmp_path)

@@ -158,11 +158,11 @@ def test_whole_pipeline_outputs(reproduced) -> None:
     lines = (repo / "metrics/results.csv").read_text().splitlines()
     assert lines[0] == "name,boxes,AP,AP50,AP75,APm,APl,AR,AP_easy,AP_medium,AP_hard"
     cue_models = [name for name in MODELS if name.startswith("ic")]
-    # + each cue model under cue-aware scoring, ensemble, ensemble + PoseFix
-    assert len(lines) == 1 + 2 * len(MODELS) + 2 * len(cue_models) + 4
+    # + each cue model under cue-aware scoring, ensemble, the report's ensemble, + PoseFix
+    assert len(lines) == 1 + 2 * len(MODELS) + 2 * len(cue_models) + 6
     table = (repo / "metrics/results_table.md").read_text()
     for row in ("| I.C.+R.R. | ", "| I.C.+R.R., cue-aware scoring | ", "| Ensemble | ",
-                "| Ensemble + PoseFix | "):
+                "| Ensemble, the report's rule | ", "| Ensemble + PoseFix | "):
         assert row in table
     # the cue branch: its log holds the cue probe, and the cue models started from it
     assert (repo / "data/pretrain/cue.pt").is_file()
@@ -186,7 +186,8 @@ def test_whole_pipeline_outputs(reproduced) -> None:
     # the registered metrics are the headline figures; the per-result-set scores are details
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ic_cueaware",
-                                  "icrr_cueaware", "ensemble", "ensemble_posefix"}
+                                  "icrr_cueaware", "ensemble", "ensemble_report",
+                                  "ensemble_posefix"}
     assert set(summary["AP"]["icrr_cueaware"]) == {"det", "det_hard"}
     assert {"det", "gt"} <= set(summary["AP"]["ensemble_posefix"])
     assert (repo / "metrics/details/scores/ensemble_posefix_det.json").is_file()
@@ -226,10 +227,11 @@ def test_param_edits_stale_only_their_dependants(reproduced) -> None:
         # report draws every model's training curves)
         ("ic_a: {cue: point, recurrent: false, seed: 1}",
          "ic_a: {cue: point, recurrent: false, seed: 3}"):
-            {"train@ic_a", "ensemble", "box_removal", "score", "report"},
+            {"train@ic_a", "ensemble", "ensemble_report", "box_removal", "score", "report"},
         # an inference setting: every infer stage, and the three that post-process again
         ("nms_thr: 0.9 ", "nms_thr: 0.8 "):
-            {f"infer@{name}" for name in MODELS} | {"ensemble", "box_removal", "refine"},
+            {f"infer@{name}" for name in MODELS} | {"ensemble", "ensemble_report",
+                                                     "box_removal", "refine"},
     }
     try:
         for (old, new), expected in edits.items():

@@ -70,8 +70,9 @@ def test_models_come_first_then_the_specs_in_order(infer: Path, tmp_path: Path) 
 ])
 def test_bad_spec_is_a_config_error(spec: str) -> None:
     with pytest.raises(ConfigError, match=rf"--results '{spec}': expected NAME=DIR or "
-                                          r"NAME:BOXES=FILE with NAME ensemble or "
-                                          r"ensemble_posefix and BOXES det or gt"):
+                                          r"NAME:BOXES=FILE with NAME one of ensemble, "
+                                          r"ensemble_report, ensemble_posefix and BOXES det "
+                                          r"or gt"):
         parse_result_set(spec)
 
 

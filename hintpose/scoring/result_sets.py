@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hintpose.errors import ConfigError, DataError
-from hintpose.scoring.results import ENSEMBLE, ENSEMBLE_POSEFIX
+from hintpose.scoring.results import ENSEMBLE_LABELS
 from hintpose.topdown.outputs import BOX_MODES, CUE_AWARE, inference_files
 
 #: One result set: its name (a model, ``<model>_cueaware``, ensemble, ensemble_posefix), its
@@ -44,13 +44,13 @@ def model_result_sets(infer_dir: str | Path, models: Iterable[str]) -> list[Resu
 def parse_result_set(spec: str) -> list[ResultSet]:
     """The result sets of one ``--results`` spec: ``NAME=DIR`` (a folder with
     ``results_det.json`` and/or ``results_gt.json``) or ``NAME:BOXES=FILE`` (BOXES ``det`` or
-    ``gt``), NAME ensemble or ensemble_posefix. Bad syntax is a ConfigError, a missing file or
-    a folder with neither file a DataError."""
+    ``gt``), NAME ensemble, ensemble_report or ensemble_posefix. Bad syntax is a
+    ConfigError, a missing file or a folder with neither file a DataError."""
     target, sep, path_name = spec.partition("=")
     name, _, boxes = target.partition(":")
-    if not sep or name not in (ENSEMBLE, ENSEMBLE_POSEFIX) or boxes not in ("", *BOX_MODES):
+    if not sep or name not in ENSEMBLE_LABELS or boxes not in ("", *BOX_MODES):
         raise ConfigError(f"--results {spec!r}: expected NAME=DIR or NAME:BOXES=FILE with "
-                          f"NAME {ENSEMBLE} or {ENSEMBLE_POSEFIX} and BOXES det or gt")
+                          f"NAME one of {', '.join(ENSEMBLE_LABELS)} and BOXES det or gt")
     if boxes:
         if not Path(path_name).is_file():
             raise DataError(f"{path_name}: results of {name} with {boxes} boxes not found")

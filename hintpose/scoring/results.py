@@ -25,22 +25,25 @@ from hintpose.topdown.outputs import BOX_MODES, CUE_AWARE
 BOX_LABELS = {"det": "detector boxes", "gt": "GT boxes"}
 RESULT_COLUMNS = ("name", "boxes", "AP", "AP50", "AP75", "APm", "APl", "AR", "AP_easy",
                   "AP_medium", "AP_hard")
-#: Result-set names of the stages after the single models.
-ENSEMBLE, ENSEMBLE_POSEFIX = "ensemble", "ensemble_posefix"
+#: Result-set names of the stages after the single models (ENSEMBLE_REPORT: the ensemble of
+#: the report's members and weights, next to ``ensemble.members``').
+ENSEMBLE, ENSEMBLE_REPORT, ENSEMBLE_POSEFIX = "ensemble", "ensemble_report", "ensemble_posefix"
+ENSEMBLE_LABELS = {ENSEMBLE: "Ensemble", ENSEMBLE_REPORT: "Ensemble, the report's rule",
+                   ENSEMBLE_POSEFIX: "Ensemble + PoseFix"}
 #: Rows of the report's table, in its order. The cue models' rows are the report's protocol
 #: (one pose per cue, scored alike); their ``CUE_AWARE_LABEL`` rows score the same heatmaps
 #: cue-aware (``eval.neighbour_decay``, beyond the report).
 CUE_AWARE_LABEL = ", cue-aware scoring"
 TABLE_ROWS = ("HRNet baseline", "Instance cue", "Recurrent refinement", "I.C.+R.R.",
-              "Instance cue" + CUE_AWARE_LABEL, "I.C.+R.R." + CUE_AWARE_LABEL, "Ensemble",
-              "Ensemble + PoseFix")
+              "Instance cue" + CUE_AWARE_LABEL, "I.C.+R.R." + CUE_AWARE_LABEL,
+              *ENSEMBLE_LABELS.values())
 #: Columns of the report's table: result column -> heading.
 TABLE_COLUMNS = {"AP": "AP", "AR": "AR", "AP50": "AP50", "AP75": "AP75", "APm": "APm",
                  "APl": "APl", "AP_hard": "hard-crowd AP"}
 MISSING = "—"
 #: Keys of the table rows in the headline figures (``summary``).
 SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", "ic" + CUE_AWARE,
-                                     "icrr" + CUE_AWARE, ENSEMBLE, ENSEMBLE_POSEFIX),
+                                     "icrr" + CUE_AWARE, *ENSEMBLE_LABELS),
                         strict=True))
 #: Box modes of the cue-aware rows in the headline figures (the table has both): the
 #: protocol is about boxes holding several persons, so detector boxes; it keeps the
@@ -53,10 +56,8 @@ def method_of(name: str, takes_cue: bool | None = None, recurrent: bool | None =
     """The table row of a result set: the ensemble stages by name, a pose model by whether it
     ``takes_cue`` and is ``recurrent`` (which must then be given) and by the protocol its
     results were scored with (``cue_aware``: cue models only)."""
-    if name == ENSEMBLE:
-        return "Ensemble"
-    if name == ENSEMBLE_POSEFIX:
-        return "Ensemble + PoseFix"
+    if name in ENSEMBLE_LABELS:
+        return ENSEMBLE_LABELS[name]
     if takes_cue is None or recurrent is None:
         raise ValueError(f"result set {name!r} is neither an ensemble nor a known pose model")
     if cue_aware and not takes_cue:
