@@ -188,7 +188,8 @@ def test_whole_pipeline_outputs(reproduced) -> None:
     assert set(summary["AP"]) == {"baseline", "ic", "rr", "icrr", "ic_cueaware",
                                   "icrr_cueaware", "ensemble", "ensemble_report",
                                   "ensemble_posefix"}
-    assert set(summary["AP"]["icrr_cueaware"]) == {"det", "det_hard"}
+    assert set(summary["AP"]["icrr_cueaware"]) == set(summary["AP"]["ensemble_report"]) == {
+        "det", "det_hard"}
     assert {"det", "gt"} <= set(summary["AP"]["ensemble_posefix"])
     assert (repo / "metrics/details/scores/ensemble_posefix_det.json").is_file()
     assert set(json.loads((repo / "metrics/detection.json").read_text())) == {"box_AP",

@@ -45,10 +45,10 @@ MISSING = "—"
 SUMMARY_KEYS = dict(zip(TABLE_ROWS, ("baseline", "ic", "rr", "icrr", "ic" + CUE_AWARE,
                                      "icrr" + CUE_AWARE, *ENSEMBLE_LABELS),
                         strict=True))
-#: Box modes of the cue-aware rows in the headline figures (the table has both): the
-#: protocol is about boxes holding several persons, so detector boxes; it keeps the
-#: registered figures few.
-CUE_AWARE_SUMMARY_MODES = ("det",)
+#: Box modes of the secondary rows in the headline figures (the table has both): detector
+#: boxes only for the cue-aware rows (the protocol is about boxes holding several persons)
+#: and the report's ensemble rule (a reference row); it keeps the registered figures few.
+SECONDARY_SUMMARY_MODES = ("det",)
 
 
 def method_of(name: str, takes_cue: bool | None = None, recurrent: bool | None = None,
@@ -141,7 +141,8 @@ def summary(results: pd.DataFrame, methods: Mapping[str, str],
     ap: dict[str, dict[str, float]] = {}
     follow: dict[str, float] = {}
     for method, key in SUMMARY_KEYS.items():
-        for mode in CUE_AWARE_SUMMARY_MODES if key.endswith(CUE_AWARE) else BOX_MODES:
+        secondary = key.endswith(CUE_AWARE) or key == ENSEMBLE_REPORT
+        for mode in SECONDARY_SUMMARY_MODES if secondary else BOX_MODES:
             members = results[(results["boxes"] == mode) & (results["name"].map(methods)
                                                            == method)]
             for column, suffix in (("AP", ""), ("AP_hard", "_hard")):
