@@ -4,7 +4,8 @@ For each ``--input NAME:RESULTS=OUT`` (the ensemble's results with detector boxe
 boxes), every pose scoring at least ``posefix.min_score`` is refined; instance and joint scores
 are kept and OKS-NMS runs again per image. Image ids are checked against the val split.
 ``--details`` gets, per input, the fraction of labeled GT joints whose error PoseFix reduced or
-increased (overall, by the input joint's error type, by crowd level). Files are written only
+increased and their keypoint similarity before and after (overall, by the input joint's error
+type, by crowd level); ``--plot`` draws the error types' figures. Files are written only
 when every input has been refined, each atomically.
 """
 
@@ -15,8 +16,8 @@ from hintpose.cli import run
 from hintpose.config import load_params
 from hintpose.data.coco import load_split
 from hintpose.errors import ConfigError
-from hintpose.io import write_json
-from hintpose.posefix.analysis import refinement_analysis
+from hintpose.io import write_atomic, write_json
+from hintpose.posefix.analysis import plot_refinement, refinement_analysis
 from hintpose.posefix.refine import load_model, read_pose_results, refine_results
 from hintpose.runtime import from_params
 
@@ -31,6 +32,8 @@ def main() -> None:
                          "goes, e.g. det:data/ensemble/results_det.json="
                          "data/results/ensemble_posefix.json")
     ap.add_argument("--details", type=Path, default=Path("metrics/details/posefix.json"))
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="PNG of the per-error-type figures, one panel per input")
     args = ap.parse_args()
     params = load_params(args.params)
     jobs = []
@@ -61,6 +64,8 @@ def main() -> None:
     for out, results in outputs.items():
         write_json(out, results, indent=None)
     write_json(args.details, metrics)
+    if args.plot is not None:
+        write_atomic(args.plot, lambda p: plot_refinement(metrics, p))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,12 @@ from hintpose.models.posefix import (
     soft_argmax,
 )
 from hintpose.models.resnet import ResNetTrunk
-from hintpose.posefix.analysis import classify_joints, error_mix, refinement_analysis
+from hintpose.posefix.analysis import (
+    classify_joints,
+    error_mix,
+    plot_refinement,
+    refinement_analysis,
+)
 from hintpose.posefix.refine import load_model, read_pose_results, refine_results
 from hintpose.posefix.synthesis import (
     ERROR_TYPES,
@@ -238,6 +243,30 @@ def test_gt_input_pose_stays_close_after_brief_training(trained: dict) -> None:
     stats = refinement_analysis(coco, entries, out.refined)
     assert stats["matched_poses"] == len(entries)
     assert stats["by_error_type"]["good"]["joints"] == stats["overall"]["joints"]
+
+
+def test_refinement_analysis_counts_real_moves_and_draws_them(trained: dict,
+                                                               tmp_path: Path) -> None:
+    """A rounding-sized change is no move (kept joints come back rounded to 1/1000 px); a
+    joint moved away from its GT is one joint farther, in its error type's row and figure."""
+    coco = trained["train"]
+    entries = gt_results(coco)
+    rounded = [{**e, "keypoints": (np.asarray(e["keypoints"], float)
+                                   + np.tile([4e-4, -4e-4, 0], len(e["keypoints"]) // 3)
+                                   ).tolist()} for e in entries]
+    still = refinement_analysis(coco, entries, rounded)
+    assert still["overall"]["reduced"] == still["overall"]["increased"] == 0
+    kpts = np.reshape(entries[0]["keypoints"], (-1, 3)).astype(float)
+    joint = int(np.flatnonzero(kpts[:, 2] > 0)[0])
+    kpts[joint, :2] += 6.0
+    moved = refinement_analysis(coco, entries, [{**entries[0],
+                                                 "keypoints": kpts.ravel().tolist()},
+                                                *entries[1:]])
+    good = moved["by_error_type"]["good"]
+    assert good["increased"] == pytest.approx(1 / good["joints"], abs=1e-4)
+    assert good["ks_after"] < good["ks_before"] and good["reduced"] == 0
+    plot_refinement({"det": moved, "gt": still}, tmp_path / "errors.png")
+    assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_error_mix_of_results(trained: dict) -> None:

@@ -1,13 +1,15 @@
 """Where PoseFix helps: per labeled GT joint, is the refined estimate closer to the GT than the
 input, by the input joint's error type (Ronchi & Perona's taxonomy, as PoseFix) and by the
 image's crowd level; and the error mix of a results file (the shares of each type per joint
-group), to which PoseFix's error synthesis can be fitted (``posefix.error_mix``)."""
+group), to which PoseFix's error synthesis can be fitted (``posefix.error_mix``); and the
+figure of the first (:func:`plot_refinement`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,12 +116,19 @@ def error_mix(coco: CocoPersons, results: Sequence[dict[str, Any]], min_oks: flo
                          for g, row in zip(GROUP_NAMES, groups, strict=True)}}
 
 
+#: A joint's error changes (closer or farther) only by more than this many pixels: the
+#: refined results are rounded to 1/1000 px, so a kept joint (``posefix.keep_ratio``) may move
+#: by less.
+MIN_MOVE = 0.01
+
+
 def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
                         refined: Sequence[dict[str, Any]], min_oks: float = 0.1
                         ) -> dict[str, Any]:
     """Per labeled GT joint, whether refinement moved the estimate closer to the GT or
-    farther: input poses are matched as ``matched_inputs``; counted overall, by the input
-    joint's error type and by the image's crowd level."""
+    farther (by more than MIN_MOVE px; the rest is unchanged): input poses are matched as
+    ``matched_inputs``; counted overall, by the input joint's error type and by the image's
+    crowd level."""
     sigmas = coco.sigmas
     rows = []  # (type, level, before distance, after distance, ks before, ks after)
     matched = 0
@@ -138,8 +147,8 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
             return {"joints": 0}
         arr = np.array([r[2:] for r in sel], dtype=np.float64)
         return {"joints": len(sel),
-                "reduced": round(float((arr[:, 1] < arr[:, 0] - 1e-6).mean()), 4),
-                "increased": round(float((arr[:, 1] > arr[:, 0] + 1e-6).mean()), 4),
+                "reduced": round(float((arr[:, 1] < arr[:, 0] - MIN_MOVE).mean()), 4),
+                "increased": round(float((arr[:, 1] > arr[:, 0] + MIN_MOVE).mean()), 4),
                 "ks_before": round(float(arr[:, 2].mean()), 4),
                 "ks_after": round(float(arr[:, 3].mean()), 4)}
 
@@ -147,3 +156,38 @@ def refinement_analysis(coco: CocoPersons, inputs: Sequence[dict[str, Any]],
             "by_error_type": {t: summary([r for r in rows if r[0] == t]) for t in ERROR_TYPES},
             "by_crowd_level": {lv: summary([r for r in rows if r[1] == lv])
                                for lv in CROWD_LEVELS}}
+
+
+def plot_refinement(analyses: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
+    """A PNG of :func:`refinement_analysis` per input (one panel each, e.g. detector and GT
+    boxes): per error type of the input joint, the mean keypoint similarity before and after
+    refinement, with the joints' count and the shares moved closer / farther."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(analyses), figsize=(5.2 * len(analyses), 3.6),
+                             squeeze=False, sharey=True)
+    xs = np.arange(len(ERROR_TYPES))
+    for ax, (label, analysis) in zip(axes[0], analyses.items(), strict=True):
+        rows = [analysis["by_error_type"].get(t, {"joints": 0}) for t in ERROR_TYPES]
+        before = [r.get("ks_before", np.nan) for r in rows]
+        after = [r.get("ks_after", np.nan) for r in rows]
+        ax.bar(xs - 0.2, np.nan_to_num(before), 0.4, label="input")
+        ax.bar(xs + 0.2, np.nan_to_num(after), 0.4, label="refined")
+        for x, r in zip(xs, rows, strict=True):
+            if r["joints"]:
+                ax.text(x, 1.02, f"{r['joints']}\n+{r['reduced']:.0%} / -{r['increased']:.0%}",
+                        ha="center", va="bottom", fontsize=6)
+        ax.set_xticks(xs, ERROR_TYPES)
+        ax.set_ylim(0, 1.25)
+        ax.set_title(f"PoseFix on {label}: keypoint similarity by error type", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("mean keypoint similarity")
+    axes[0][0].legend(fontsize=7, loc="center right")
+    fig.text(0.5, 0.005, "above the bars: joints, share moved closer / farther", ha="center",
+             fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
