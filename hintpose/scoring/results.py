@@ -26,7 +26,7 @@ BOX_LABELS = {"det": "detector boxes", "gt": "GT boxes"}
 RESULT_COLUMNS = ("name", "boxes", "AP", "AP50", "AP75", "APm", "APl", "AR", "AP_easy",
                   "AP_medium", "AP_hard")
 #: Result-set names of the stages after the single models (ENSEMBLE_REPORT: the ensemble of
-#: the report's members and weights, next to ``ensemble.members``').
+#: the report's members and weights, next to the one of ``ensemble.members``).
 ENSEMBLE, ENSEMBLE_REPORT, ENSEMBLE_POSEFIX = "ensemble", "ensemble_report", "ensemble_posefix"
 ENSEMBLE_LABELS = {ENSEMBLE: "Ensemble", ENSEMBLE_REPORT: "Ensemble, the report's rule",
                    ENSEMBLE_POSEFIX: "Ensemble + PoseFix"}
