@@ -25,6 +25,10 @@ from hintpose.io import output_dir, write_csv, write_json
 from hintpose.topdown.outputs import BOX_MODES, inference_files
 from hintpose.topdown.postprocess import PostSettings
 
+#: The ``eval`` settings the ensemble uses (its declared params; neighbour_decay is fixed at 1,
+#: the report's protocol), recorded in ``ensemble.json``.
+EVAL_KEYS = ("in_vis_thr", "nms_thr", "soft_nms", "decoder", "neighbour_decay")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -66,7 +70,8 @@ def main() -> None:
                     "rule": "report" if args.report_rule else "ensemble.members",
                     "ensemble": ({"chunk": params.ensemble.chunk} if args.report_rule
                                  else dataclasses.asdict(params.ensemble)),
-                    "eval": dataclasses.asdict(report_protocol), "runs": runs}
+                    "eval": {k: getattr(report_protocol, k) for k in EVAL_KEYS},
+                    "runs": runs}
         write_json(tmp / "ensemble.json", settings)
     write_json(args.details, metrics)
 

@@ -116,9 +116,8 @@ def error_mix(coco: CocoPersons, results: Sequence[dict[str, Any]], min_oks: flo
                          for g, row in zip(GROUP_NAMES, groups, strict=True)}}
 
 
-#: A joint's error changes (closer or farther) only by more than this many pixels: the
-#: refined results are rounded to 1/1000 px, so a kept joint (``posefix.keep_ratio``) may move
-#: by less.
+#: A joint's error changes (closer or farther) only by more than this many pixels: refined
+#: coordinates are rounded to 1/1000 px, and a results file may round its inputs.
 MIN_MOVE = 0.01
 
 

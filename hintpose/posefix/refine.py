@@ -136,8 +136,9 @@ def refine_results(net: PoseFix | PoseFixHRNet, config: dict[str, Any], coco: Co
     areas = np.zeros(len(entries))
     for k, i in enumerate(todo):
         kpts = np.reshape(entries[i]["keypoints"], (-1, 3)).astype(np.float64)
-        kpts[~agree[k], :2] = coords[k][~agree[k]]
-        refined[i]["keypoints"] = np.round(kpts, 3).ravel().tolist()
+        moved = ~agree[k]  # kept joints stay exactly the input's
+        kpts[moved, :2] = np.round(coords[k][moved], 3)
+        refined[i]["keypoints"] = kpts.ravel().tolist()
         areas[i] = float(np.prod(dataset.crop(k)[1]))
     for i in set(range(len(entries))) - set(todo):
         kpts = np.reshape(entries[i]["keypoints"], (-1, 3))
